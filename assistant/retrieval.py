@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from assistant import sparse
 from assistant.embedder import Embedder
-from assistant.settings import Settings
+from assistant.settings import EVERYONE, Settings
 from assistant.store import Hit, Store
 
 
@@ -78,7 +78,7 @@ class Searcher:
         hits = self.store.hybrid(
             self.embedder.embed_query(query),
             sparse.embed_query(query),
-            groups,
+            [*groups, EVERYONE],  # everyone is in "everyone"
             limit=k or self.settings.top_k,
         )
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]

@@ -1,0 +1,101 @@
+"""Shared fixtures: the real embedding model (loaded once), a real embedded index of the
+bundled samples, the Ollama-protocol test server, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from assistant.embedder import Embedder
+from assistant.settings import Settings
+from ingest.pipeline import Ingestor, walk
+from tests.ollama_server import FakeOllama
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def need_binary(name: str) -> str:
+    """The path of a Debian tool the test needs; in CI its absence is a failure."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; `make test` installs it (scripts/sysdeps.sh)")
+        pytest.skip(f"{name} is not installed (run scripts/sysdeps.sh as root)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", ollama_host=closed_port_url(), lock_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def sample_settings(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Settings:
+    """The bundled samples ingested once into a real index (read-only for tests)."""
+    data = tmp_path_factory.mktemp("sample-index") / "data"
+    settings = Settings(data_dir=data, ollama_host=closed_port_url(), lock_timeout=10)
+    summary = Ingestor(settings, embedder).run(SAMPLES)
+    assert summary.added == len(list(walk(SAMPLES))) and not summary.failed
+    return settings
+
+
+@pytest.fixture
+def fake_ollama():
+    with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    folder = ARTIFACTS / request.node.name.replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_cli(
+    *args: str, settings: Settings, stdin: str | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `taimatsu` console script against `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env.update(
+        TAIMATSU_DATA_DIR=str(settings.data_dir),
+        TAIMATSU_OLLAMA_HOST=settings.ollama_host,
+        TAIMATSU_LLM_MODEL=settings.llm_model,
+        TAIMATSU_LOCK_TIMEOUT=str(settings.lock_timeout),
+    )
+    exe = Path(sys.executable).with_name("taimatsu")
+    return subprocess.run(
+        [str(exe), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]

@@ -1,0 +1,139 @@
+"""Parsers on the bundled samples and on hand-made bad input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import docx
+import pytest
+from fpdf import FPDF
+from pypdf import PdfWriter
+
+from ingest.chunker import Chunker, split_sentences
+from ingest.parsers import ParseError, decode_text, parse
+from tests.conftest import SAMPLES
+
+
+def _read(rel: str):
+    path = SAMPLES / rel
+    return parse(path, path.read_bytes())
+
+
+def test_markdown_sections_carry_heading_path():
+    sections = _read("en/leave-policy.md")
+    part_time = [s for s in sections if "pro-rated" in s.text]
+    assert part_time and part_time[0].section.endswith("> Part-time employees")
+    assert all(s.page is None for s in sections)
+    assert not any(s.text.startswith("#") for s in sections)
+
+
+def test_html_drops_script_and_style_and_keeps_headings():
+    sections = _read("en/expenses.html")
+    text = "\n".join(s.text for s in sections)
+    assert "SCRIPT-SENTINEL" not in text and "STYLE-SENTINEL" not in text
+    assert "30 days" in text
+    assert any(s.section and "Taxis" in s.section for s in sections)
+
+
+def test_pdf_pages_are_numbered_from_one():
+    sections = _read("en/vpn-troubleshooting.pdf")
+    assert [s.page for s in sections] == [1, 2]
+    assert "VPN-0x2F" in sections[1].text and "VPN-0x2F" not in sections[0].text
+
+
+def test_docx_headings_become_sections():
+    sections = _read("ja/情報セキュリティ.docx")
+    password = [s for s in sections if "90日" in s.text]
+    assert password and "パスワード" in password[0].section
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "shift_jis", "euc_jp"])
+def test_japanese_text_in_common_encodings(encoding: str):
+    text = "在宅勤務は週3日までです。申請は人事ポータルで行います。" * 3
+    assert decode_text(text.encode(encoding)) == text
+
+
+def test_cp1252_text():
+    text = "Café résumé — naïve façade, déjà vu. " * 5
+    assert decode_text(text.encode("cp1252")) == text
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("empty.txt", b"", "empty file"),
+        ("binary.txt", bytes(range(256)) * 40, "not a text file"),
+        ("broken.pdf", b"%PDF-1.4\n this is not really a pdf", "PDF"),
+        ("broken.docx", b"PK\x03\x04 not a zip at all", "not a valid DOCX"),
+    ],
+)
+def test_bad_files_raise_one_line_reasons(name: str, data: bytes, reason: str):
+    with pytest.raises(ParseError) as info:
+        parse(Path(name), data)
+    assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+def _pdf_bytes(text: str) -> bytes:
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=12)
+    pdf.multi_cell(0, 10, text)
+    return bytes(pdf.output())
+
+
+def test_password_protected_pdf_is_reported():
+    writer = PdfWriter(clone_from=io.BytesIO(_pdf_bytes("secret plans")))
+    writer.encrypt(user_password="hunter2", owner_password="owner")
+    out = io.BytesIO()
+    writer.write(out)
+    with pytest.raises(ParseError, match="password-protected"):
+        parse(Path("locked.pdf"), out.getvalue())
+
+
+def test_pdf_without_text_layer_is_reported():
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.rect(20, 20, 50, 50)  # a drawing, no text
+    with pytest.raises(ParseError, match="no text layer"):
+        parse(Path("scan.pdf"), bytes(pdf.output()))
+
+
+def test_docx_tables_are_kept_as_rows():
+    document = docx.Document()
+    document.add_heading("Rates", level=1)
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "Item", "Limit"
+    table.cell(1, 0).text, table.cell(1, 1).text = "Hotel", "18,000 yen"
+    out = io.BytesIO()
+    document.save(out)
+    sections = parse(Path("rates.docx"), out.getvalue())
+    assert sections[0].section == "Rates" and "Hotel | 18,000 yen" in sections[0].text
+
+
+def test_sentences_end_at_japanese_and_english_punctuation():
+    pieces = split_sentences("週3日までです。申請は金曜日！本当？ Yes. Done")
+    assert pieces[:3] == ["週3日までです。", "申請は金曜日！", "本当？"]
+    assert "".join(pieces) == "週3日までです。申請は金曜日！本当？ Yes. Done"
+
+
+def test_chunks_fit_the_model_and_overlap(embedder):
+    from ingest.parsers import Section
+
+    sentences = [f"Rule {i}: submit form {i} to the desk on floor {i % 9}." for i in range(120)]
+    chunker = Chunker(embedder.count_tokens, size=64, overlap=16)
+    chunks = chunker.chunks([Section(" ".join(sentences), None, "Forms")])
+    assert len(chunks) > 5
+    assert all(embedder.count_tokens(c.embed_text) <= 64 + 2 for c in chunks)
+    # neighbours share text (the overlap), and nothing is lost
+    assert any(c.text.split()[-1] in n.text for c, n in zip(chunks, chunks[1:], strict=False))
+    assert all(f"form {i} " in " ".join(c.text for c in chunks) for i in range(120))
+
+
+def test_japanese_chunks_split_on_sentence_ends(embedder):
+    from ingest.parsers import Section
+
+    text = "".join(f"第{i}条では在宅勤務の申請について定めます。" for i in range(80))
+    chunks = Chunker(embedder.count_tokens, size=64, overlap=8).chunks([Section(text)])
+    assert len(chunks) > 3
+    assert all(c.text.endswith("。") for c in chunks[:-1])

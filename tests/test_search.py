@@ -1,0 +1,95 @@
+"""Retrieval quality on the samples, the group filter, and the `search` command's JSON."""
+
+from __future__ import annotations
+
+import pytest
+from qdrant_edge import UpdateOperation
+
+from assistant.retrieval import Searcher
+from assistant.store import Store, document_filter
+from ingest.pipeline import Ingestor
+from tests.conftest import SAMPLES, json_lines, run_cli
+
+QUESTIONS = [
+    ("What does error VPN-0x2F mean?", "en/vpn-troubleshooting.pdf"),
+    ("What server address and port does KiriConnect use?", "en/vpn-troubleshooting.pdf"),
+    ("How many unused leave days can I carry over to next year?", "en/leave-policy.md"),
+    ("Within how many days of purchase must an expense claim be submitted?", "en/expenses.html"),
+    ("When are taxi fares reimbursed?", "en/expenses.html"),
+    ("What is the minimum password length for new joiners?", "en/it-onboarding.txt"),
+    ("在宅勤務は週何日までですか", "ja/在宅勤務規程.md"),
+    ("在宅勤務の通信費はいくら補助されますか", "ja/在宅勤務規程.md"),
+    ("パスワードは何日ごとに変更する必要がありますか", "ja/情報セキュリティ.docx"),
+    ("不審なメールはどこに転送すればよいですか", "ja/情報セキュリティ.docx"),
+    ("来客用の会議室の名前は何ですか", "ja/オフィス案内.txt"),
+    ("社員食堂の昼食は1食いくらですか", "ja/福利厚生.html"),
+]
+
+
+@pytest.fixture(scope="module")
+def searcher(sample_settings, embedder) -> Searcher:
+    return Searcher(sample_settings, embedder)
+
+
+@pytest.mark.parametrize(("question", "source"), QUESTIONS)
+def test_the_right_document_is_in_the_top_three(searcher, question, source):
+    hits = searcher.search(question, ["everyone"], 3)
+    assert source in [h.source for h in hits], [h.where for h in hits]
+
+
+def test_exact_code_found_by_keyword_leg(searcher):
+    # the dense leg alone ranks the onboarding text first; the keyword leg lifts the page
+    hits = searcher.search("VPN-0x31", ["everyone"], 2)
+    assert any(h.page == 2 and "VPN-0x31" in h.text for h in hits), [h.where for h in hits]
+
+
+def test_hits_are_ranked_and_scored(searcher):
+    hits = searcher.search("paid annual leave", ["everyone"], 5)
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_group_filter_is_applied_in_the_engine(settings, embedder):
+    """A document restricted to `hr` is invisible to `sales` and visible to `hr`."""
+    Ingestor(settings, embedder).run(SAMPLES)
+    store = Store(settings.data_dir)
+    restricted = document_filter(str(SAMPLES.resolve()), "en/vpn-troubleshooting.pdf")
+    store.apply([UpdateOperation.set_payload_by_filter(restricted, {"groups": ["hr"]})])
+    searcher = Searcher(settings, embedder)
+    for groups, visible in ((["sales"], False), (["hr"], True), (["sales", "hr"], True)):
+        sources = {h.source for h in searcher.search("VPN-0x2F error", groups, 20)}
+        assert ("en/vpn-troubleshooting.pdf" in sources) is visible, groups
+        assert "en/it-onboarding.txt" in sources  # the rest stays visible
+
+
+def test_search_json_and_stdin_mode(sample_settings):
+    result = run_cli("search", "VPN-0x2F", "--json", "-k", "2", settings=sample_settings)
+    assert result.returncode == 0, result.stderr
+    (one,) = json_lines(result.stdout)
+    assert one["query"] == "VPN-0x2F" and len(one["hits"]) == 2
+    assert set(one["hits"][0]) == {"rank", "score", "source", "page", "section", "text"}
+    assert one["hits"][0]["source"] == "en/vpn-troubleshooting.pdf" and one["hits"][0]["page"] == 2
+
+    queries = "taxi after 22:00\n社員食堂の昼食\nKIRI-STAFF\n"
+    result = run_cli("search", "-", "--json", "-k", "1", settings=sample_settings, stdin=queries)
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert [line["query"] for line in lines] == queries.split("\n")[:3]
+    assert [line["hits"][0]["source"] for line in lines] == [
+        "en/expenses.html",
+        "ja/福利厚生.html",
+        "en/it-onboarding.txt",
+    ]
+
+
+def test_search_groups_option(settings, embedder):
+    Ingestor(settings, embedder).run(SAMPLES)
+    restricted = document_filter(str(SAMPLES.resolve()), "en/expenses.html")
+    Store(settings.data_dir).apply(
+        [UpdateOperation.set_payload_by_filter(restricted, {"groups": ["finance"]})]
+    )
+    args = ("search", "taxi reimbursed after 22:00", "--json", "-k", "10")
+    outsider = json_lines(run_cli(*args, "--groups", "sales", settings=settings).stdout)[0]
+    insider = json_lines(run_cli(*args, "--groups", "sales,finance", settings=settings).stdout)[0]
+    assert "en/expenses.html" not in {h["source"] for h in outsider["hits"]}
+    assert insider["hits"][0]["source"] == "en/expenses.html"
