@@ -163,15 +163,25 @@ class Store:
             raise StoreError(
                 f"there is no index under {self.data_dir}; run `taimatsu ingest FOLDER` first"
             )
-        with self._thread_lock:
-            shard = self._open_with_retry()
+        deadline = time.monotonic() + self.lock_timeout
+        if not self._thread_lock.acquire(timeout=self.lock_timeout):
+            raise self._busy()
+        try:
+            shard = self._open_with_retry(deadline)
             try:
                 yield shard
             finally:
                 shard.close()
+        finally:
+            self._thread_lock.release()
 
-    def _open_with_retry(self) -> EdgeShard:
-        deadline = time.monotonic() + self.lock_timeout
+    def _busy(self) -> StoreBusy:
+        return StoreBusy(
+            f"the index under {self.path} is held by another process "
+            f"(waited {self.lock_timeout:.0f} s); try again when it finishes"
+        )
+
+    def _open_with_retry(self, deadline: float) -> EdgeShard:
         delay = 0.02
         while True:
             try:
@@ -183,10 +193,7 @@ class Store:
                         "restore it from a backup or run `taimatsu reindex`"
                     ) from exc
                 if time.monotonic() >= deadline:
-                    raise StoreBusy(
-                        f"the index under {self.path} is held by another process "
-                        f"(waited {self.lock_timeout:.0f} s); try again when it finishes"
-                    ) from exc
+                    raise self._busy() from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 

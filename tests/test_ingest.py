@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from assistant.retrieval import Searcher
 from assistant.store import ModelMismatch, Store
 from ingest.parsers import parse

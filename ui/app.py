@@ -93,7 +93,8 @@ def answer_question(answerer: Answerer, question: str, groups: list[str]) -> dic
             return _error(placeholder, "busy")
         except StoreError:
             log.exception("index error while answering")
-            return _error(placeholder, "no-index" if not answerer.searcher.store.exists() else "other")
+            missing = not answerer.searcher.store.exists()
+            return _error(placeholder, "no-index" if missing else "other")
         except Exception:
             log.exception("unexpected error while answering")
             return _error(placeholder, "other")
@@ -115,7 +116,10 @@ def main() -> None:
     settings = Settings()
     groups = list(settings.default_groups)  # single-user mode; sign-in comes later
     st.title("Taimatsu 松明")
-    st.caption("Answers from your organization's documents, with sources. 社内文書から出典付きで回答します。")
+    st.caption(
+        "Answers from your organization's documents, with sources. "
+        "社内文書から出典付きで回答します。"
+    )
     with st.sidebar:
         if st.button("New chat", icon="➕", use_container_width=True):
             st.session_state.history = []

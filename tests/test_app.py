@@ -1,0 +1,90 @@
+"""The Streamlit page through Streamlit's AppTest (the script runs for real, in-process),
+with the Ollama-protocol test server standing in for Ollama over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from assistant.store import Store
+from tests.conftest import closed_port_url
+from tests.ollama_server import FakeOllama
+from ui.app import ERRORS
+
+APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+
+
+@pytest.fixture
+def page(monkeypatch, sample_settings):
+    def start(ollama_url: str, data_dir: Path | None = None) -> AppTest:
+        monkeypatch.setenv("TAIMATSU_DATA_DIR", str(data_dir or sample_settings.data_dir))
+        monkeypatch.setenv("TAIMATSU_OLLAMA_HOST", ollama_url)
+        monkeypatch.setenv("TAIMATSU_LOCK_TIMEOUT", "5")
+        app = AppTest.from_file(APP, default_timeout=120)
+        app.run()
+        assert not app.exception
+        return app
+
+    return start
+
+
+def _ask(app: AppTest, question: str) -> AppTest:
+    app.chat_input[0].set_value(question).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_answer_with_numbered_citations(page):
+    with FakeOllama() as server:
+        app = _ask(page(server.url), "What does error VPN-0x2F mean?")
+    messages = app.chat_message
+    assert [m.name for m in messages] == ["user", "assistant"]
+    answer = messages[1].markdown[0].value
+    assert "\\[1\\]" in answer and "VPN" in answer  # shown literally, brackets escaped
+    labels = [e.label for e in messages[1].expander]
+    assert labels[0].startswith("[1] en/vpn-troubleshooting.pdf, p. 2")
+    assert len(labels) == 2 and not messages[1].warning
+
+
+def test_without_model_the_page_says_so_above_the_passages(page, tmp_path):
+    app = _ask(page(closed_port_url()), "When are taxi fares reimbursed?")
+    assistant = app.chat_message[1]
+    assert "could not be reached" in assistant.warning[0].value
+    assert len(assistant.expander) == 5
+    assert assistant.expander[0].label.startswith("[1] en/expenses.html")
+
+
+def test_conversation_is_kept_and_new_chat_clears_it(page):
+    with FakeOllama() as server:
+        app = _ask(page(server.url), "What is the minimum password length?")
+        app = _ask(app, "在宅勤務は週何日までですか")
+    assert [m.name for m in app.chat_message] == ["user", "assistant"] * 2
+    app.sidebar.button[0].click().run()
+    assert not app.chat_message
+
+
+def test_empty_index_answers_that_nothing_was_found(page, tmp_path):
+    app = _ask(page("http://127.0.0.1:9", tmp_path / "empty"), "Anything?")
+    text = app.chat_message[1].markdown[0].value if app.chat_message[1].markdown else ""
+    assert text == "I found nothing about this in the documents you can read\\."
+
+
+def test_busy_index_is_one_sentence_not_a_traceback(page, sample_settings, monkeypatch):
+    app = page(closed_port_url())
+    monkeypatch.setenv("TAIMATSU_LOCK_TIMEOUT", "0.5")
+    with Store(sample_settings.data_dir).shard():  # another writer holds the index
+        _ask(app, "When are taxi fares reimbursed?")
+    errors = app.chat_message[1].error
+    assert [e.value for e in errors] == [ERRORS["busy"]]
+    assert not app.exception
+
+
+def test_model_output_is_rendered_inert(page):
+    hostile = "<script>alert(1)</script> [click](javascript:alert(1)) **bold** [1]"
+    with FakeOllama(reply=lambda messages: hostile) as server:
+        app = _ask(page(server.url), "VPN-0x2F")
+    shown = app.chat_message[1].markdown[0].value
+    assert "<script>" not in shown and "](javascript:" not in shown and "**" not in shown
+    assert "\\<script\\>" in shown
