@@ -1,11 +1,13 @@
 #!/bin/sh
-# Debian packages the tests use: chromium (Playwright drives it) and docker-compose v1
-# (validates compose.yaml offline). Installed when missing and we are root; otherwise
+# Debian packages the tests use: chromium (Playwright drives it), a Japanese font (so
+# screenshots of Japanese pages are readable) and docker-compose v1 (validates
+# compose.yaml offline). Installed when missing and we are root; otherwise
 # the tests that need them say they are skipped and why.
 set -eu
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
+[ -e /usr/share/fonts/opentype/ipafont-gothic ] || missing="$missing fonts-ipafont-gothic"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "sysdeps: missing$missing; install with: sudo apt-get install$missing" >&2

@@ -3,12 +3,14 @@ with the Ollama-protocol test server standing in for Ollama over HTTP."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from assistant.store import Store
+from ingest.pipeline import Ingestor
 from tests.conftest import closed_port_url
 from tests.ollama_server import FakeOllama
 from ui.app import ERRORS
@@ -30,6 +32,11 @@ def page(monkeypatch, sample_settings):
     return start
 
 
+def literal(markdown: str) -> str:
+    """What escaped markdown shows on the page."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def _ask(app: AppTest, question: str) -> AppTest:
     app.chat_input[0].set_value(question).run()
     assert not app.exception, app.exception
@@ -43,7 +50,7 @@ def test_answer_with_numbered_citations(page):
     assert [m.name for m in messages] == ["user", "assistant"]
     answer = messages[1].markdown[0].value
     assert "\\[1\\]" in answer and "VPN" in answer  # shown literally, brackets escaped
-    labels = [e.label for e in messages[1].expander]
+    labels = [literal(e.label) for e in messages[1].expander]
     assert labels[0].startswith("[1] en/vpn-troubleshooting.pdf, p. 2")
     assert len(labels) == 2 and not messages[1].warning
 
@@ -53,7 +60,7 @@ def test_without_model_the_page_says_so_above_the_passages(page, tmp_path):
     assistant = app.chat_message[1]
     assert "could not be reached" in assistant.warning[0].value
     assert len(assistant.expander) == 5
-    assert assistant.expander[0].label.startswith("[1] en/expenses.html")
+    assert literal(assistant.expander[0].label).startswith("[1] en/expenses.html")
 
 
 def test_conversation_is_kept_and_new_chat_clears_it(page):
@@ -88,3 +95,17 @@ def test_model_output_is_rendered_inert(page):
     shown = app.chat_message[1].markdown[0].value
     assert "<script>" not in shown and "](javascript:" not in shown and "**" not in shown
     assert "\\<script\\>" in shown
+
+
+def test_hostile_headings_and_sources_are_shown_literally(page, settings, embedder, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    heading = "Zebra **bold** [portal](http://evil.example) <b>x</b>"
+    (docs / "[evil](javascript:alert(1)).md").write_text(
+        f"# {heading}\n\nZebras are striped animals living in Africa.\n", encoding="utf-8"
+    )
+    Ingestor(settings, embedder).run(docs)
+    app = _ask(page(closed_port_url(), settings.data_dir), "zebra stripes")
+    label = app.chat_message[1].expander[0].label
+    assert literal(label) == f"[1] [evil](javascript:alert(1)).md, § {heading}"
+    assert "](" not in label.replace("\\]\\(", "") and "**" not in label

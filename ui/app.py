@@ -50,13 +50,13 @@ def _answerer(settings_json: str) -> Answerer:
 
 def show_citations(answer: Answer) -> None:
     if answer.mode == SOURCES_ONLY:
-        st.warning(answer.answer, icon="⚠️")
+        st.warning(plain(answer.answer), icon="⚠️")
     for n, passage in answer.citations:
         show_passage(n, passage)
 
 
 def show_passage(n: int, passage: Passage) -> None:
-    with st.expander(f"[{n}] {passage.where}"):
+    with st.expander(plain(f"[{n}] {passage.where}")):
         st.markdown(plain(passage.text))
 
 

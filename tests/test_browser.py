@@ -1,0 +1,217 @@
+"""The chat page in a real browser: `taimatsu ui` serves the real Streamlit app over the real
+sample index, Debian's chromium (driven by Playwright) asks the questions, and the answers come
+over HTTP from the Ollama-protocol test server in tests/ollama_server.py (or from nowhere)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from assistant.settings import Settings
+from tests.conftest import closed_port_url, need_binary
+from tests.ollama_server import FakeOllama
+
+STARTUP_SECONDS = 60  # `taimatsu ui` until /_stcore/health answers
+PAGE_MS = 30_000  # page load and first script run
+ANSWER_MS = 120_000  # the first question loads the embedding model in the page process
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    """Poll the health endpoint until it says ok, the process dies, or time runs out."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"`taimatsu ui` exited with code {proc.returncode} before serving; its output "
+                f"({log_path}):\n{log_path.read_text(errors='replace')}"
+            )
+        try:
+            response = httpx.get(f"{url}/_stcore/health", timeout=2, trust_env=False)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        try:  # the poll interval, cut short if the process exits
+            proc.wait(timeout=0.25)
+        except subprocess.TimeoutExpired:
+            pass
+    pytest.fail(
+        f"`taimatsu ui` not healthy at {url} after {STARTUP_SECONDS} s ({last}); its output "
+        f"({log_path}):\n{log_path.read_text(errors='replace')}"
+    )
+
+
+@contextmanager
+def serve_page(settings: Settings, ollama_host: str, log_path: Path) -> Iterator[str]:
+    """Run `taimatsu ui` against `settings.data_dir` and `ollama_host`; yield the page URL."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env.update(
+        TAIMATSU_DATA_DIR=str(settings.data_dir),
+        TAIMATSU_OLLAMA_HOST=ollama_host,
+        TAIMATSU_UI_ADDRESS="127.0.0.1",
+    )
+    exe = Path(sys.executable).with_name("taimatsu")
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        # cwd: a folder without taimatsu.toml or .streamlit/, so only the env configures it
+        proc = subprocess.Popen(
+            [str(exe), "ui", "--port", str(port)],
+            env=env,
+            cwd=log_path.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_healthy(proc, url, log_path)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = str(Path(need_binary("chromium")).resolve())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(
+    browser: Browser, sample_settings: Settings, artifacts: Path
+) -> Iterator[Callable[[str], Page]]:
+    """open_page(ollama_host): serve the page with that Ollama, open it, wait for the app."""
+    for old in artifacts.glob("*.png"):  # no screenshot of an earlier run passes for this one
+        old.unlink()
+    with ExitStack() as stack:
+
+        def open_(ollama_host: str) -> Page:
+            log_path = artifacts / "streamlit.log"
+            url = stack.enter_context(serve_page(sample_settings, ollama_host, log_path))
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+            stack.callback(context.close)
+            page = context.new_page()
+            page.set_default_timeout(PAGE_MS)
+            page.goto(url, wait_until="domcontentloaded")
+            wait_for_run(page)
+            expect(page.get_by_role("heading", name="Taimatsu 松明")).to_be_visible()
+            return page
+
+        yield open_
+
+
+def wait_for_run(page: Page, timeout: float = PAGE_MS) -> None:
+    """Until the page is connected and its script has finished running."""
+    app = page.locator(
+        '[data-testid="stApp"][data-test-connection-state="CONNECTED"]'
+        '[data-test-script-state="notRunning"]'
+    )
+    expect(app).to_be_visible(timeout=timeout)
+
+
+def ask(page: Page, question: str) -> Locator:
+    """Type a question into the chat input, send it; the assistant's message, once the
+    script run that answers it has finished."""
+    box = page.get_by_test_id("stChatInputTextArea")
+    expect(box).to_be_enabled()
+    box.fill(question)
+    expect(box).to_have_value(question)
+    box.press("Enter")
+    user = page.get_by_test_id("stChatMessage").filter(
+        has=page.get_by_test_id("stChatMessageAvatarUser")
+    )
+    expect(user).to_have_count(1)
+    expect(user).to_contain_text(question)
+    assistant = page.get_by_test_id("stChatMessage").filter(
+        has=page.get_by_test_id("stChatMessageAvatarAssistant")
+    )
+    expect(assistant).to_have_count(1)
+    # the run started by the question: the answer is final once it is over
+    wait_for_run(page, timeout=ANSWER_MS)
+    return assistant
+
+
+def citations(message: Locator, label: str | re.Pattern[str]) -> Locator:
+    """The citation expanders of a message whose label (the text after the icon) matches."""
+    return message.get_by_test_id("stExpander").filter(
+        has=message.page.locator("summary")
+        .get_by_test_id("stMarkdownContainer")
+        .filter(has_text=label)
+    )
+
+
+def test_page_shows_a_generated_answer_with_its_cited_passages(open_page, artifacts):
+    with FakeOllama() as server:  # echoes the first sentences of passages 1 and 2
+        page = open_page(server.url)
+        message = ask(page, "What does error VPN-0x2F mean?")
+
+    answer = message.get_by_test_id("stChatMessageContent").get_by_test_id("stMarkdown").first
+    expect(answer).to_contain_text("[1]")
+    expect(answer).not_to_contain_text("▌")  # the streaming cursor is gone
+    first = citations(message, re.compile(r"^\[1\] .*vpn-troubleshooting\.pdf"))
+    expect(first).to_have_count(1)
+    details = first.get_by_test_id("stExpanderDetails")
+    expect(details).to_be_hidden()
+    first.locator("summary").click()
+    expect(details).to_be_visible()
+    expect(details.get_by_text("VPN-0x2F").first).to_be_visible()
+    expect(message.get_by_test_id("stAlert")).to_have_count(0)  # a model wrote this answer
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    page.screenshot(path=artifacts / "answer.png", full_page=True)
+
+    chats = [r for r in server.requests if r["path"] == "/api/chat"]
+    assert [r["method"] for r in chats] == ["POST"]
+    assert "VPN-0x2F" in chats[0]["json"]["messages"][-1]["content"]
+
+
+def test_page_without_a_model_shows_the_passages_under_a_warning(open_page, artifacts):
+    page = open_page(closed_port_url())
+    message = ask(page, "社員食堂の昼食は1食いくらですか")
+
+    warning = message.get_by_test_id("stAlertContainer")
+    expect(warning).to_have_count(1)
+    expect(warning).to_contain_text("言語モデル")
+    welfare = citations(message, re.compile(r"^\[\d+\] .*福利厚生\.html"))
+    expect(welfare.first).to_be_visible()
+    expect(message).not_to_contain_text("文書を検索しています")  # the progress line is gone
+    alert_box = warning.bounding_box()
+    first_box = message.get_by_test_id("stExpander").first.bounding_box()
+    assert alert_box and first_box and alert_box["y"] + alert_box["height"] <= first_box["y"]
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    page.screenshot(path=artifacts / "sources-only.png", full_page=True)
