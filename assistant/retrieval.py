@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from assistant import sparse
 from assistant.embedder import Embedder
+from assistant.index import Hit, open_index
 from assistant.settings import EVERYONE, Settings
-from assistant.store import Hit, Store
 
 
 @dataclass(frozen=True)
@@ -55,30 +55,51 @@ class Passage:
 
 
 class Searcher:
-    """The embedder and the store, loaded once per process."""
+    """The embedder and the index, loaded once per process."""
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.embedder = embedder or Embedder(settings.embed_model_dir, settings.embed_batch_size)
-        self.store = Store(settings.data_dir, settings.lock_timeout)
+        self.index = open_index(settings)
 
         self._model_checked = False
 
     def check_model(self) -> None:
         """Refuse to query vectors written by another model (once per process)."""
-        if not self._model_checked and self.store.exists():
-            self.store.ensure(self.embedder.stamp)
+        if not self._model_checked and self.index.exists():
+            self.index.ensure(self.embedder.stamp)
             self._model_checked = True
 
     def search(self, query: str, groups: list[str], k: int | None = None) -> list[Passage]:
         query = query.strip()
-        if not query or not self.store.exists():
+        if not query or not self.index.exists():
             return []
         self.check_model()
-        hits = self.store.hybrid(
+        keyword = sparse.embed_query(query)
+        hits = self.index.hybrid(
             self.embedder.embed_query(query),
-            sparse.embed_query(query),
+            (list(keyword.indices), list(keyword.values)),
             [*groups, EVERYONE],  # everyone is in "everyone"
             limit=k or self.settings.top_k,
         )
+        hits = current_versions(hits)
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
+
+
+def current_versions(hits: list[Hit]) -> list[Hit]:
+    """Drop hits from an older version of a document when a newer one is also present.
+
+    A replacement writes the new version and removes the old in one critical section; only
+    a crash between the two leaves both in the index (until the next run cleans up), and
+    then the asker still sees one version: the newest."""
+    newest: dict[tuple[str, str], tuple[float, str]] = {}
+    for hit in hits:
+        key = (str(hit.payload.get("root")), str(hit.payload.get("source")))
+        stamp = (float(hit.payload.get("indexed_at") or 0), str(hit.payload.get("doc_hash")))
+        newest[key] = max(newest.get(key, stamp), stamp)
+    return [
+        hit
+        for hit in hits
+        if newest[(str(hit.payload.get("root")), str(hit.payload.get("source")))][1]
+        == str(hit.payload.get("doc_hash"))
+    ]

@@ -37,6 +37,17 @@ class Settings(BaseSettings):
         default_factory=lambda: [EVERYONE],
         description="Groups of a user whose sign-in gives none (and of the CLI without --groups).",
     )
+    qdrant_url: str | None = Field(
+        None, description="A Qdrant server or cluster URL; empty = the embedded index."
+    )
+    qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
+    qdrant_collection: str = Field("taimatsu", description="Collection name on the server.")
+    acl_file: Path | None = Field(
+        None, description="ACL file (TOML); empty = `.taimatsu-acl.toml` in the ingested folder."
+    )
+    ingest_wait: float = Field(
+        0.0, ge=0, description="Seconds a run waits for another run on the same index to end."
+    )
     lock_timeout: float = Field(
         30.0, ge=0, description="Seconds to wait for the embedded store held by another process."
     )

@@ -5,28 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from assistant.answer import ollama_health
+from assistant.index import StoreError, open_index
 from assistant.settings import Settings
-from assistant.store import Store, StoreError
 
 
 def index_status(settings: Settings) -> dict[str, Any]:
-    store = Store(settings.data_dir, settings.lock_timeout)
+    index = open_index(settings)
     report: dict[str, Any] = {
-        "path": str(store.path.resolve()),
-        "backend": "embedded (qdrant-edge)",
-        "exists": store.exists(),
+        "backend": index.description,
+        "exists": index.exists(),
         "healthy": False,
         "documents": 0,
         "chunks": 0,
         "embedding_model": {},
     }
     if not report["exists"]:
-        report["error"] = f"no index under {settings.data_dir}; run `taimatsu ingest FOLDER`"
+        report["error"] = f"no index in {index.description}; run `taimatsu ingest FOLDER`"
         return report
     try:
-        stamp = store.read_stamp() or {}
+        stamp = index.read_stamp() or {}
         report["embedding_model"] = stamp.get("model", {})
-        report.update(store.counts())
+        report.update(index.counts())
         report["healthy"] = True
     except StoreError as exc:
         report["error"] = str(exc)

@@ -1,11 +1,12 @@
 """One ingestion run: a folder in, the index brought in line with it.
 
 A document's identity is its path relative to the folder; its version is the sha256 of
-its bytes. Unchanged files cost nothing but a read and a hash. New and changed files are
-parsed, chunked and embedded with the store closed; their points are then written in
-short critical sections, each document as one upsert followed by the removal of its
-other versions. A file that fails is reported and skipped, and its indexed version, if
-any, is kept.
+its bytes. Unchanged files cost a read and a hash. A file whose bytes are already
+indexed under another path (a move or a copy) reuses those vectors. New and changed
+files are parsed, chunked and embedded with the index closed; their points are then
+written in short critical sections, each document as one upsert followed by the removal
+of its other versions. A file that fails is reported and skipped, and its indexed
+version, if any, is kept. One run at a time per index (a lock file in the data folder).
 """
 
 from __future__ import annotations
@@ -19,12 +20,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from qdrant_edge import FieldCondition, Filter, MatchValue, UpdateOperation
+from filelock import FileLock, Timeout
 
 from assistant import sparse
 from assistant.embedder import Embedder
-from assistant.settings import EVERYONE, Settings
-from assistant.store import Store, document_filter
+from assistant.index import (
+    ChunkPoint,
+    DeleteDocument,
+    DocInfo,
+    Index,
+    Operation,
+    SetGroups,
+    Upsert,
+    open_index,
+)
+from assistant.settings import Settings
+from ingest.acl import Acl, AclError
 from ingest.chunker import Chunk, Chunker
 from ingest.parsers import ParseError, parse, supported
 
@@ -34,7 +45,11 @@ WRITE_BATCH = 512  # points per critical section
 
 
 class IngestError(RuntimeError):
-    """The run as a whole cannot proceed (bad folder, index problem)."""
+    """The run as a whole cannot proceed (bad folder, ACL file, index problem)."""
+
+
+class IngestBusy(IngestError):
+    """Another ingestion run holds this index."""
 
 
 @dataclass
@@ -46,8 +61,14 @@ class Summary:
     deleted: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     chunks_embedded: int = 0
+    chunks_reused: int = 0
+    acl_updated: int = 0
     files_seen: int = 0
     seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.deleted or self.failed or self.acl_updated)
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
@@ -55,8 +76,9 @@ class Summary:
     def line(self) -> str:
         return (
             f"{self.root}: {self.added} added, {self.updated} updated, {self.unchanged} "
-            f"unchanged, {self.deleted} deleted, {len(self.failed)} failed; "
-            f"{self.chunks_embedded} chunks embedded in {self.seconds:.1f} s"
+            f"unchanged, {self.deleted} deleted, {len(self.failed)} failed, "
+            f"{self.acl_updated} access changes; {self.chunks_embedded} chunks embedded, "
+            f"{self.chunks_reused} reused in {self.seconds:.1f} s"
         )
 
 
@@ -65,10 +87,17 @@ def chunk_id(root: str, source: str, doc_hash: str, n: int) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{root}\x00{source}\x00{doc_hash}\x00{n}"))
 
 
+def display_path(relative: Path) -> str:
+    """A relative path as stored text: POSIX separators; bytes that are not UTF-8 (names
+    from other systems) shown as U+FFFD instead of breaking the payload."""
+    raw = relative.as_posix()
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def walk(root: Path) -> Iterator[Path]:
     """Supported files under root, sorted, hidden entries skipped, directory symlinks not
     followed (no loops)."""
-    for folder, dirs, files in os.walk(root, followlinks=False, onerror=None):
+    for folder, dirs, files in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder, name)
@@ -84,13 +113,18 @@ def _read_error(exc: OSError) -> str:
     return f"cannot be read ({exc.strerror or exc.__class__.__name__})"
 
 
+Progress = Callable[[int, int, int], None]  # files done, files total, chunks embedded
+
+
 class Ingestor:
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, settings: Settings, embedder: Embedder | None = None, index: Index | None = None
+    ) -> None:
         self.settings = settings
         self.embedder = embedder or Embedder(settings.embed_model_dir, settings.embed_batch_size)
-        self.store = Store(settings.data_dir, settings.lock_timeout)
+        self.index = index or open_index(settings)
         self._chunker: Chunker | None = None
-        self._pending: list[UpdateOperation] = []
+        self._pending: list[Operation] = []
         self._pending_points = 0
 
     @property
@@ -101,84 +135,157 @@ class Ingestor:
             )
         return self._chunker
 
-    def run(self, folder: Path, on_file: Callable[[str], None] | None = None) -> Summary:
-        started = time.monotonic()
+    def run(self, folder: Path, progress: Progress | None = None) -> Summary:
         root_path = Path(folder).expanduser()
         if not root_path.is_dir():
             raise IngestError(f"{folder} is not a folder; give the folder of documents to index")
-        root_path = root_path.resolve()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.settings.data_dir / "ingest.lock"))
+        try:
+            lock.acquire(timeout=self.settings.ingest_wait)
+        except Timeout:
+            raise IngestBusy(
+                f"another ingestion run is using the index in {self.settings.data_dir} "
+                f"(waited {self.settings.ingest_wait:g} s, TAIMATSU_INGEST_WAIT); "
+                "this run did nothing and the next one will catch up"
+            ) from None
+        try:
+            return self._run(root_path.resolve(), progress)
+        finally:
+            lock.release()
+
+    def _run(self, root_path: Path, progress: Progress | None) -> Summary:
+        started = time.monotonic()
         root = str(root_path)
         summary = Summary(root=root)
-        self.store.ensure(self.embedder.stamp)
-        indexed = self.store.manifest(root)
+        try:
+            acl = Acl.for_folder(root_path, self.settings.acl_file)
+        except AclError as exc:
+            raise IngestError(str(exc)) from exc
+        self.index.ensure(self.embedder.stamp)
+        indexed = self.index.manifest(root)
+        by_hash = {h: source for source, info in indexed.items() for h in info.hashes}
+        files = list(walk(root_path))
         seen: set[str] = set()
         limit = int(self.settings.max_file_mb * 1024 * 1024)
-        for path in walk(root_path):
-            source = path.relative_to(root_path).as_posix()
+        for done, path in enumerate(files, start=1):
+            source = display_path(path.relative_to(root_path))
             seen.add(source)
             summary.files_seen += 1
-            if on_file:
-                on_file(source)
-            try:
-                size = path.stat().st_size
-                if size > limit:
-                    raise ParseError(
-                        f"{size / 2**20:.0f} MB is over the {self.settings.max_file_mb:g} MB "
-                        "limit (TAIMATSU_MAX_FILE_MB)"
-                    )
-                data = path.read_bytes()
-            except ParseError as exc:
-                summary.failed.append({"source": source, "error": str(exc)})
-                continue
-            except OSError as exc:
-                summary.failed.append({"source": source, "error": _read_error(exc)})
-                continue
-            doc_hash = hashlib.sha256(data).hexdigest()
-            versions = indexed.get(source, set())
-            if versions == {doc_hash}:
-                summary.unchanged += 1
-                continue
-            if doc_hash in versions:  # an interrupted replacement: keep this one only
-                self._queue_cleanup(root, source, doc_hash)
-                summary.unchanged += 1
-                continue
-            try:
-                chunks = self.chunker.chunks(parse(path, data))
-            except ParseError as exc:
-                summary.failed.append({"source": source, "error": str(exc)})
-                continue
-            except Exception as exc:  # a parser bug must not stop the run
-                log.exception("parser crashed on %s", source)
-                summary.failed.append(
-                    {"source": source, "error": f"could not be parsed ({exc.__class__.__name__})"}
-                )
-                continue
-            if not chunks:
-                summary.failed.append({"source": source, "error": "no text found"})
-                continue
-            self._queue_document(root, source, doc_hash, chunks, path.suffix.lower())
-            summary.chunks_embedded += len(chunks)
-            if versions:
-                summary.updated += 1
-            else:
-                summary.added += 1
+            self._one(root, path, source, indexed.get(source), by_hash, acl, limit, summary)
             if self._pending_points >= WRITE_BATCH:
                 self._flush()
+            if progress:
+                progress(done, len(files), summary.chunks_embedded)
         for source in sorted(set(indexed) - seen):
-            gone = document_filter(root, source)
-            self._pending.append(UpdateOperation.delete_points_by_filter(gone))
+            self._pending.append(DeleteDocument(root, source))
             summary.deleted += 1
         self._flush()
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
 
+    def _one(
+        self,
+        root: str,
+        path: Path,
+        source: str,
+        info: DocInfo | None,
+        by_hash: dict[str, str],
+        acl: Acl,
+        limit: int,
+        summary: Summary,
+    ) -> None:
+        groups = acl.groups_for(source)
+        try:
+            size = path.stat().st_size
+            if size > limit:
+                raise ParseError(
+                    f"{size / 2**20:.0f} MB is over the {self.settings.max_file_mb:g} MB "
+                    "limit (TAIMATSU_MAX_FILE_MB)"
+                )
+            data = path.read_bytes()
+        except ParseError as exc:
+            summary.failed.append({"source": source, "error": str(exc)})
+            return
+        except OSError as exc:
+            summary.failed.append({"source": source, "error": _read_error(exc)})
+            return
+        doc_hash = hashlib.sha256(data).hexdigest()
+        versions = info.hashes if info else set()
+        if doc_hash in versions:
+            if versions != {doc_hash}:  # an interrupted replacement: keep this version only
+                self._pending.append(DeleteDocument(root, source, keep_hash=doc_hash))
+            if sorted(info.groups) != groups:
+                self._pending.append(SetGroups(root, source, groups))
+                summary.acl_updated += 1
+            summary.unchanged += 1
+            return
+        if doc_hash in by_hash:  # the same bytes are indexed elsewhere: a move or a copy
+            reused = self._reuse(root, by_hash[doc_hash], source, doc_hash, groups)
+            if reused:
+                summary.chunks_reused += reused
+                self._count_new(summary, versions)
+                return
+        try:
+            chunks = self.chunker.chunks(parse(path, data))
+        except ParseError as exc:
+            summary.failed.append({"source": source, "error": str(exc)})
+            return
+        except Exception as exc:  # a parser bug must not stop the run
+            log.exception("parser crashed on %s", source)
+            reason = f"could not be parsed ({exc.__class__.__name__})"
+            summary.failed.append({"source": source, "error": reason})
+            return
+        if not chunks:
+            summary.failed.append({"source": source, "error": "no text found"})
+            return
+        self._queue_document(root, source, doc_hash, chunks, path.suffix.lower(), groups)
+        summary.chunks_embedded += len(chunks)
+        self._count_new(summary, versions)
+
+    @staticmethod
+    def _count_new(summary: Summary, versions: set[str]) -> None:
+        if versions:
+            summary.updated += 1
+        else:
+            summary.added += 1
+
+    def _reuse(self, root: str, old: str, source: str, doc_hash: str, groups: list[str]) -> int:
+        self._flush()  # the old points must be readable
+        old_points = self.index.points_of(root, old, doc_hash)
+        if not old_points:
+            return 0
+        now = time.time()
+        points = [
+            ChunkPoint(
+                chunk_id(root, source, doc_hash, p.payload.get("chunk", n)),
+                p.dense,
+                p.sparse_indices,
+                p.sparse_values,
+                {**p.payload, "source": source, "groups": groups, "indexed_at": now},
+            )
+            for n, p in enumerate(old_points)
+        ]
+        self._pending.append(Upsert(points))
+        self._pending.append(DeleteDocument(root, source, keep_hash=doc_hash))
+        self._pending_points += len(points)
+        return len(points)
+
     def _queue_document(
-        self, root: str, source: str, doc_hash: str, chunks: list[Chunk], kind: str
+        self,
+        root: str,
+        source: str,
+        doc_hash: str,
+        chunks: list[Chunk],
+        kind: str,
+        groups: list[str],
     ) -> None:
         texts = [chunk.embed_text for chunk in chunks]
         vectors = self.embedder.embed(texts)
+        now = time.time()
         points = []
         for n, (chunk, text, vector) in enumerate(zip(chunks, texts, vectors, strict=True)):
+            keyword = sparse.embed_document(text)
             payload = {
                 "root": root,
                 "source": source,
@@ -189,30 +296,24 @@ class Ingestor:
                 "section": chunk.section,
                 "text": chunk.text,
                 "kind": kind.lstrip("."),
-                "groups": [EVERYONE],
+                "groups": groups,
+                "indexed_at": now,
             }
             points.append(
-                Store.point(
+                ChunkPoint(
                     chunk_id(root, source, doc_hash, n),
                     vector.tolist(),
-                    sparse.embed_document(text),
+                    list(keyword.indices),
+                    list(keyword.values),
                     payload,
                 )
             )
         # one upsert per document, then its other versions go: a document is replaced whole
-        self._pending.append(UpdateOperation.upsert_points(points))
-        self._queue_cleanup(root, source, doc_hash)
+        self._pending.append(Upsert(points))
+        self._pending.append(DeleteDocument(root, source, keep_hash=doc_hash))
         self._pending_points += len(points)
 
-    def _queue_cleanup(self, root: str, source: str, keep_hash: str) -> None:
-        stale = document_filter(root, source)
-        stale = Filter(
-            must=stale.must,
-            must_not=[FieldCondition(key="doc_hash", match=MatchValue(value=keep_hash))],
-        )
-        self._pending.append(UpdateOperation.delete_points_by_filter(stale))
-
     def _flush(self) -> None:
-        self.store.apply(self._pending)
+        self.index.write(self._pending)
         self._pending = []
         self._pending_points = 0

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from assistant.edge_index import EdgeIndex as Store
+from assistant.index import ModelMismatch
 from assistant.retrieval import Searcher
-from assistant.store import ModelMismatch, Store
 from ingest.parsers import parse
 from ingest.pipeline import IngestError, Ingestor
 from tests.conftest import SAMPLES
@@ -104,15 +105,15 @@ def test_interrupted_replacement_is_finished_by_the_next_run(settings, embedder,
     new_hash = hashlib.sha256(data).hexdigest()
     root = str(corpus.resolve())
     chunks = ingestor.chunker.chunks(parse(doc, data))
-    ingestor._queue_document(root, "ja/オフィス案内.txt", new_hash, chunks, ".txt")
-    store.apply(ingestor._pending[:1])  # the upsert lands, the removal of the old does not
+    ingestor._queue_document(root, "ja/オフィス案内.txt", new_hash, chunks, ".txt", ["everyone"])
+    store.write(ingestor._pending[:1])  # the upsert lands, the removal of the old does not
     ingestor._pending = []
-    assert len(store.manifest(root)["ja/オフィス案内.txt"]) == 2
+    assert len(store.manifest(root)["ja/オフィス案内.txt"].hashes) == 2
     assert store.counts()["chunks"] > before
 
     summary = Ingestor(settings, embedder).run(corpus)
     assert summary.chunks_embedded == 0
-    assert store.manifest(root)["ja/オフィス案内.txt"] == {new_hash}
+    assert store.manifest(root)["ja/オフィス案内.txt"].hashes == {new_hash}
     fresh = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
     Ingestor(fresh, embedder).run(corpus)
     assert store.counts() == Store(fresh.data_dir).counts()

@@ -14,10 +14,10 @@ import streamlit as st
 
 from assistant.answer import SOURCES_ONLY, Answer, Answerer
 from assistant.embedder import Embedder
+from assistant.index import StoreBusy, StoreError
 from assistant.prompt import language_of
 from assistant.retrieval import Passage, Searcher
 from assistant.settings import Settings
-from assistant.store import StoreBusy, StoreError
 
 log = logging.getLogger("taimatsu.ui")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
@@ -93,7 +93,7 @@ def answer_question(answerer: Answerer, question: str, groups: list[str]) -> dic
             return _error(placeholder, "busy")
         except StoreError:
             log.exception("index error while answering")
-            missing = not answerer.searcher.store.exists()
+            missing = not answerer.searcher.index.exists()
             return _error(placeholder, "no-index" if missing else "other")
         except Exception:
             log.exception("unexpected error while answering")

@@ -1,8 +1,9 @@
 """The `taimatsu` command line: ingest, search, ask, status, ui.
 
-Exit codes: 0 success; 1 the command failed (nothing or not all was done: bad folder,
-index locked or built by another model...); 2 wrong usage; 3 the ingestion run finished
-but some files could not be read (listed in `failed`).
+Exit codes: 0 success; 1 the command failed (bad folder or ACL file, index locked or
+built by another model...); 2 wrong usage; 3 the ingestion run finished but some files
+could not be read (listed in `failed`); 4 another ingestion run holds the index, this
+one did nothing.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import json
 import logging
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from assistant.settings import Settings
+from ui.progress import progress_bar
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
 
 app = typer.Typer(
     add_completion=False,
@@ -60,7 +63,7 @@ def _print_json(obj: Any) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from assistant.store import StoreError
+    from assistant.index import StoreError
     from ingest.pipeline import IngestError
 
     return (StoreError, IngestError, FileNotFoundError)
@@ -71,20 +74,25 @@ def ingest(
     path: Annotated[Path, typer.Argument(help="Folder of documents, read recursively.")],
     as_json: JsonOpt = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print nothing if all went well.")
+        bool, typer.Option("--quiet", "-q", help="Print nothing when nothing changed.")
     ] = False,
 ) -> None:
     """Bring the index in line with a folder: add, update and remove documents."""
-    from ingest.pipeline import Ingestor
+    from ingest.pipeline import IngestBusy, Ingestor
 
+    show_bar = sys.stderr.isatty() and not (quiet or as_json)
     try:
-        summary = Ingestor(Settings()).run(path)
+        with progress_bar(show_bar) as progress:
+            summary = Ingestor(Settings()).run(path, progress)
+    except IngestBusy as exc:
+        typer.echo(f"taimatsu: {exc}", err=True)
+        raise typer.Exit(EXIT_BUSY) from None
     except _user_errors() as exc:
         raise _fail(str(exc)) from None
     if as_json:
         _print_json(summary.as_json())
-    elif not (quiet and not summary.failed):
-        typer.echo(summary.line())
+    elif summary.changed or not quiet:
+        typer.echo(f"{datetime.now().astimezone():%Y-%m-%dT%H:%M:%S%z} ingest {summary.line()}")
     for failure in summary.failed:
         typer.echo(f"failed: {failure['source']}: {failure['error']}", err=True)
     raise typer.Exit(EXIT_PARTIAL if summary.failed else EXIT_OK)

@@ -1,0 +1,175 @@
+"""The index, as the rest of the product sees it: one schema, two backends.
+
+- `EdgeIndex` (assistant/edge_index.py): the Qdrant engine in-process (qdrant-edge-py),
+  under `<data_dir>/index`. The default: nothing to run.
+- `ServerIndex` (assistant/server_index.py): a Qdrant server or cluster through
+  qdrant-client, when `TAIMATSU_QDRANT_URL` is set.
+
+Each chunk is one point: a dense vector "dense", a sparse keyword vector "bm25" (IDF
+applied by the engine), and a payload: root, source (path relative to root), doc_hash,
+chunk (number), chunks (count), page, section, text, kind, groups, indexed_at. Writes are
+backend-neutral operations applied in order in one short critical section.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.embedder import ModelStamp
+from assistant.settings import Settings
+
+SCHEMA_VERSION = 1
+DENSE = "dense"
+SPARSE = "bm25"
+KEYWORD_FIELDS = ("groups", "root", "source", "doc_hash")
+INTEGER_FIELDS = ("chunk",)
+
+
+class StoreError(RuntimeError):
+    """An index problem with a one-sentence message a user can act on."""
+
+
+class StoreBusy(StoreError):
+    pass
+
+
+class ModelMismatch(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class ChunkPoint:
+    id: str
+    dense: list[float]
+    sparse_indices: list[int]
+    sparse_values: list[float]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get("text", ""))
+
+
+@dataclass
+class DocInfo:
+    """What the index holds of one document: its versions and who may read it."""
+
+    hashes: set[str] = field(default_factory=set)
+    groups: list[str] = field(default_factory=list)
+
+
+# Write operations, applied in order by Index.write().
+@dataclass(frozen=True)
+class Upsert:
+    points: list[ChunkPoint]
+
+
+@dataclass(frozen=True)
+class DeleteDocument:
+    """Remove a document's points; with keep_hash, only its other versions."""
+
+    root: str
+    source: str
+    keep_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class SetGroups:
+    root: str
+    source: str
+    groups: list[str]
+
+
+Operation = Upsert | DeleteDocument | SetGroups
+
+
+def stamp_problem(recorded: dict[str, Any] | None, stamp: ModelStamp) -> str | None:
+    """Why vectors from `stamp` must not go into an index stamped `recorded`, or None."""
+    model = (recorded or {}).get("model", {})
+    if model.get("checksum") == stamp.checksum and model.get("dim") == stamp.dim:
+        return None
+    return (
+        f"the index was built with the embedding model {model.get('name')!r} "
+        f"(dimension {model.get('dim')}), not {stamp.name!r} (dimension {stamp.dim}); "
+        "run `taimatsu reindex` to rebuild it with the configured model"
+    )
+
+
+def stamp_record(stamp: ModelStamp, created: float) -> dict[str, Any]:
+    return {"schema": SCHEMA_VERSION, "model": stamp.as_dict(), "created": created}
+
+
+class Index(ABC):
+    """What ingestion and retrieval need from a backend."""
+
+    description: str
+
+    @abstractmethod
+    def exists(self) -> bool: ...
+
+    @abstractmethod
+    def read_stamp(self) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def ensure(self, stamp: ModelStamp) -> None:
+        """Create the index for this model, or raise ModelMismatch if it holds another's."""
+
+    @abstractmethod
+    def write(self, operations: list[Operation]) -> None:
+        """Apply the operations in order, in one short critical section, durably."""
+
+    @abstractmethod
+    def manifest(self, root: str) -> dict[str, DocInfo]:
+        """{source: DocInfo} of the documents indexed under `root`."""
+
+    @abstractmethod
+    def roots(self) -> list[str]:
+        """The source folders this index was built from."""
+
+    @abstractmethod
+    def points_of(self, root: str, source: str, doc_hash: str) -> list[ChunkPoint]:
+        """A document version's points with their vectors (to reuse them for a move)."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """{"documents", "chunks"} over the whole index (for operators, not users)."""
+
+    @abstractmethod
+    def staging(self) -> Index:
+        """A fresh, empty index of the same backend beside this one (leftovers of an
+        interrupted rebuild removed), for `taimatsu reindex` to fill."""
+
+    @abstractmethod
+    def promote(self, staging: Index) -> None:
+        """Make the filled staging index the one that answers, replacing this one."""
+
+    @abstractmethod
+    def hybrid(
+        self,
+        dense: list[float],
+        sparse: tuple[list[int], list[float]],
+        groups: list[str],
+        limit: int,
+        candidates: int = 40,
+    ) -> list[Hit]:
+        """Dense and keyword legs fused by reciprocal rank inside the engine, both legs
+        filtered by the asker's groups (a filter in the query, never applied afterwards)."""
+
+
+def open_index(settings: Settings) -> Index:
+    if settings.qdrant_url:
+        from assistant.server_index import ServerIndex
+
+        return ServerIndex(settings)
+    from assistant.edge_index import EdgeIndex
+
+    return EdgeIndex(settings.data_dir, settings.lock_timeout)
