@@ -17,6 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from ingest.parsers import ParseError, parse, supported
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")
 WRITE_BATCH = 512  # points per critical section
+EMBED_BATCH = 256  # chunks embedded together (across documents: fuller, length-sorted batches)
 
 
 class IngestError(RuntimeError):
@@ -116,6 +118,25 @@ def _read_error(exc: OSError) -> str:
 Progress = Callable[[int, int, int], None]  # files done, files total, chunks embedded
 
 
+@contextmanager
+def ingest_lock(settings: Settings) -> Iterator[None]:
+    """One ingestion run (or rebuild) per index at a time, across processes."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(settings.data_dir / "ingest.lock"))
+    try:
+        lock.acquire(timeout=settings.ingest_wait)
+    except Timeout:
+        raise IngestBusy(
+            f"another ingestion run is using the index in {settings.data_dir} "
+            f"(waited {settings.ingest_wait:g} s, TAIMATSU_INGEST_WAIT); "
+            "this run did nothing and the next one will catch up"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class Ingestor:
     def __init__(
         self, settings: Settings, embedder: Embedder | None = None, index: Index | None = None
@@ -126,6 +147,7 @@ class Ingestor:
         self._chunker: Chunker | None = None
         self._pending: list[Operation] = []
         self._pending_points = 0
+        self._to_embed: list[tuple[str, str, str, list[Chunk], str, list[str]]] = []
 
     @property
     def chunker(self) -> Chunker:
@@ -136,25 +158,16 @@ class Ingestor:
         return self._chunker
 
     def run(self, folder: Path, progress: Progress | None = None) -> Summary:
+        """One run, exclusive on this index."""
+        with ingest_lock(self.settings):
+            return self.sync(folder, progress)
+
+    def sync(self, folder: Path, progress: Progress | None = None) -> Summary:
+        """The run itself; the caller holds `ingest_lock`."""
         root_path = Path(folder).expanduser()
         if not root_path.is_dir():
             raise IngestError(f"{folder} is not a folder; give the folder of documents to index")
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.settings.data_dir / "ingest.lock"))
-        try:
-            lock.acquire(timeout=self.settings.ingest_wait)
-        except Timeout:
-            raise IngestBusy(
-                f"another ingestion run is using the index in {self.settings.data_dir} "
-                f"(waited {self.settings.ingest_wait:g} s, TAIMATSU_INGEST_WAIT); "
-                "this run did nothing and the next one will catch up"
-            ) from None
-        try:
-            return self._run(root_path.resolve(), progress)
-        finally:
-            lock.release()
-
-    def _run(self, root_path: Path, progress: Progress | None) -> Summary:
+        root_path = root_path.resolve()
         started = time.monotonic()
         root = str(root_path)
         summary = Summary(root=root)
@@ -173,6 +186,8 @@ class Ingestor:
             seen.add(source)
             summary.files_seen += 1
             self._one(root, path, source, indexed.get(source), by_hash, acl, limit, summary)
+            if sum(len(doc[3]) for doc in self._to_embed) >= EMBED_BATCH:
+                self._embed_queued()
             if self._pending_points >= WRITE_BATCH:
                 self._flush()
             if progress:
@@ -280,40 +295,48 @@ class Ingestor:
         kind: str,
         groups: list[str],
     ) -> None:
-        texts = [chunk.embed_text for chunk in chunks]
-        vectors = self.embedder.embed(texts)
+        self._to_embed.append((root, source, doc_hash, chunks, kind, groups))
+
+    def _embed_queued(self) -> None:
+        """Embed the queued documents' chunks in one call, then queue their writes: each
+        document one upsert followed by the removal of its other versions."""
+        queued, self._to_embed = self._to_embed, []
+        texts = [chunk.embed_text for doc in queued for chunk in doc[3]]
+        vectors = iter(self.embedder.embed(texts))
         now = time.time()
-        points = []
-        for n, (chunk, text, vector) in enumerate(zip(chunks, texts, vectors, strict=True)):
-            keyword = sparse.embed_document(text)
-            payload = {
-                "root": root,
-                "source": source,
-                "doc_hash": doc_hash,
-                "chunk": n,
-                "chunks": len(chunks),
-                "page": chunk.page,
-                "section": chunk.section,
-                "text": chunk.text,
-                "kind": kind.lstrip("."),
-                "groups": groups,
-                "indexed_at": now,
-            }
-            points.append(
-                ChunkPoint(
-                    chunk_id(root, source, doc_hash, n),
-                    vector.tolist(),
-                    list(keyword.indices),
-                    list(keyword.values),
-                    payload,
+        for root, source, doc_hash, chunks, kind, groups in queued:
+            points = []
+            for n, chunk in enumerate(chunks):
+                keyword = sparse.embed_document(chunk.embed_text)
+                payload = {
+                    "root": root,
+                    "source": source,
+                    "doc_hash": doc_hash,
+                    "chunk": n,
+                    "chunks": len(chunks),
+                    "page": chunk.page,
+                    "section": chunk.section,
+                    "text": chunk.text,
+                    "kind": kind.lstrip("."),
+                    "groups": groups,
+                    "indexed_at": now,
+                }
+                points.append(
+                    ChunkPoint(
+                        chunk_id(root, source, doc_hash, n),
+                        next(vectors).tolist(),
+                        list(keyword.indices),
+                        list(keyword.values),
+                        payload,
+                    )
                 )
-            )
-        # one upsert per document, then its other versions go: a document is replaced whole
-        self._pending.append(Upsert(points))
-        self._pending.append(DeleteDocument(root, source, keep_hash=doc_hash))
-        self._pending_points += len(points)
+            self._pending.append(Upsert(points))
+            self._pending.append(DeleteDocument(root, source, keep_hash=doc_hash))
+            self._pending_points += len(points)
 
     def _flush(self) -> None:
+        if self._to_embed:
+            self._embed_queued()
         self.index.write(self._pending)
         self._pending = []
         self._pending_points = 0

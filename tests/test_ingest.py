@@ -12,9 +12,10 @@ import pytest
 from assistant.edge_index import EdgeIndex as Store
 from assistant.index import ModelMismatch
 from assistant.retrieval import Searcher
+from ingest.acl import glob_regex
 from ingest.parsers import parse
 from ingest.pipeline import IngestError, Ingestor
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, json_lines, run_cli
 
 
 @pytest.fixture
@@ -106,6 +107,7 @@ def test_interrupted_replacement_is_finished_by_the_next_run(settings, embedder,
     root = str(corpus.resolve())
     chunks = ingestor.chunker.chunks(parse(doc, data))
     ingestor._queue_document(root, "ja/オフィス案内.txt", new_hash, chunks, ".txt", ["everyone"])
+    ingestor._embed_queued()
     store.write(ingestor._pending[:1])  # the upsert lands, the removal of the old does not
     ingestor._pending = []
     assert len(store.manifest(root)["ja/オフィス案内.txt"].hashes) == 2
@@ -132,3 +134,87 @@ def test_other_model_is_refused_with_reindex_hint(settings, embedder, corpus):
 def test_not_a_folder_is_a_clear_error(settings, embedder, tmp_path):
     with pytest.raises(IngestError, match="is not a folder"):
         Ingestor(settings, embedder).run(tmp_path / "nope")
+
+
+ACL = """
+default = ["everyone"]
+[[rule]]
+pattern = "en/**"
+groups = ["staff"]
+[[rule]]
+pattern = "en/expenses.html"
+groups = ["finance"]
+"""
+
+
+def test_acl_file_sets_groups_and_changes_apply_without_embedding(settings, embedder, corpus):
+    (corpus / ".taimatsu-acl.toml").write_text(ACL, encoding="utf-8")
+    Ingestor(settings, embedder).run(corpus)
+    searcher = Searcher(settings, embedder)
+
+    def visible(groups: list[str]) -> set[str]:
+        return {p.source for p in searcher.search("taxi leave VPN 在宅勤務", groups, 50)}
+
+    staff = visible(["staff"])
+    assert "en/expenses.html" not in staff and "en/leave-policy.md" in staff
+    assert visible(["finance"]) >= {"en/expenses.html", "ja/在宅勤務規程.md"}
+    assert not any(s.startswith("en/") for s in visible(["sales"]))
+
+    (corpus / ".taimatsu-acl.toml").write_text(ACL.replace('["finance"]', '["everyone"]'))
+    summary = Ingestor(settings, embedder).run(corpus)
+    assert (summary.acl_updated, summary.chunks_embedded, summary.unchanged) == (1, 0, 8)
+    assert "en/expenses.html" in visible(["sales"])
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("hr/**", "hr/a/b.pdf", True),
+        ("hr/", "hr/b.pdf", True),
+        ("hr/*.pdf", "hr/a/b.pdf", False),
+        ("**/secret-*.md", "x/y/secret-plan.md", True),
+        ("**/secret-*.md", "secret-plan.md", True),
+        ("*.md", "a/b.md", False),
+        ("給与/**", "給与/2026.xlsx", True),
+        ("a?c.txt", "abc.txt", True),
+        ("a?c.txt", "a/c.txt", False),
+    ],
+)
+def test_acl_globs(pattern, path, matches):
+    assert bool(glob_regex(pattern).match(path)) is matches
+
+
+def test_broken_acl_file_stops_the_run_before_anything_is_written(settings, embedder, corpus):
+    (corpus / ".taimatsu-acl.toml").write_text('[[rule]]\npattern = "x"\ngroups = "hr"\n')
+    with pytest.raises(IngestError, match="non-empty list of group names"):
+        Ingestor(settings, embedder).run(corpus)
+    assert not Store(settings.data_dir).exists()
+
+
+def test_moved_file_reuses_its_vectors(settings, embedder, corpus):
+    Ingestor(settings, embedder).run(corpus)
+    (corpus / "archive").mkdir()
+    (corpus / "en" / "leave-policy.md").rename(corpus / "archive" / "leave.md")
+    summary = Ingestor(settings, embedder).run(corpus)
+    assert (summary.added, summary.deleted, summary.chunks_embedded) == (1, 1, 0)
+    assert summary.chunks_reused > 0
+    sources = _sources(Searcher(settings, embedder), "carry over unused leave days", 5)
+    assert sources[0] == "archive/leave.md" and "en/leave-policy.md" not in sources
+
+
+def test_reindex_rebuilds_from_the_sources(settings, corpus):
+    first = json_lines(run_cli("ingest", str(corpus), "--json", settings=settings).stdout)[0]
+    stamp_path = Store(settings.data_dir).stamp_path
+    stamp = json.loads(stamp_path.read_text())
+    stamp["model"]["checksum"] = "0" * 64  # as if another model had written the index
+    stamp_path.write_text(json.dumps(stamp))
+    refused = run_cli("ingest", str(corpus), settings=settings)
+    assert refused.returncode == 1 and "taimatsu reindex" in refused.stderr
+
+    result = run_cli("reindex", "--json", settings=settings)
+    assert result.returncode == 0, result.stderr
+    (body,) = json_lines(result.stdout)
+    assert body["reindexed"][0]["chunks_embedded"] == first["chunks_embedded"]
+    again = run_cli("ingest", str(corpus), "--json", settings=settings)
+    assert again.returncode == 0 and json_lines(again.stdout)[0]["unchanged"] == 8
+    assert len(list((settings.data_dir / "generations").iterdir())) == 1

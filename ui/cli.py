@@ -1,4 +1,4 @@
-"""The `taimatsu` command line: ingest, search, ask, status, ui.
+"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui.
 
 Exit codes: 0 success; 1 the command failed (bad folder or ACL file, index locked or
 built by another model...); 2 wrong usage; 3 the ingestion run finished but some files
@@ -96,6 +96,50 @@ def ingest(
     for failure in summary.failed:
         typer.echo(f"failed: {failure['source']}: {failure['error']}", err=True)
     raise typer.Exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
+
+
+@app.command()
+def reindex(as_json: JsonOpt = False) -> None:
+    """Rebuild the whole index from its source folders with the configured embedding
+    model (after changing the model). The old index answers until the new one is ready."""
+    from assistant.index import open_index
+    from ingest.pipeline import IngestBusy, Ingestor, ingest_lock
+
+    settings = Settings()
+    index = open_index(settings)
+    try:
+        with ingest_lock(settings):
+            roots = index.roots()
+            if not roots:
+                raise _fail("the index is empty; run `taimatsu ingest FOLDER` instead")
+            missing = [root for root in roots if not Path(root).is_dir()]
+            if missing:
+                raise _fail(
+                    f"the source folder {missing[0]} is gone; restore it (or mount it) "
+                    "and run `taimatsu reindex` again — nothing was changed"
+                )
+            staging = index.staging()
+            ingestor = Ingestor(settings, index=staging)
+            show_bar = sys.stderr.isatty() and not as_json
+            summaries = []
+            for root in roots:
+                with progress_bar(show_bar) as progress:
+                    summaries.append(ingestor.sync(Path(root), progress))
+            index.promote(staging)
+    except IngestBusy as exc:
+        typer.echo(f"taimatsu: {exc}", err=True)
+        raise typer.Exit(EXIT_BUSY) from None
+    except _user_errors() as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _print_json({"reindexed": [summary.as_json() for summary in summaries]})
+    else:
+        for summary in summaries:
+            typer.echo(f"reindex {summary.line()}")
+    failed = [f for summary in summaries for f in summary.failed]
+    for failure in failed:
+        typer.echo(f"failed: {failure['source']}: {failure['error']}", err=True)
+    raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
 
 
 @app.command()
