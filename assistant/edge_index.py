@@ -44,6 +44,7 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
+from assistant.edge_lock import SharedShard
 from assistant.embedder import ModelStamp
 from assistant.index import (
     DENSE,
@@ -64,8 +65,8 @@ from assistant.index import (
     stamp_record,
 )
 
-_process_locks: dict[str, threading.RLock] = {}
-_process_locks_guard = threading.Lock()
+_shared: dict[str, SharedShard] = {}
+_shared_guard = threading.Lock()
 
 
 def _match(key: str, value: str | int) -> FieldCondition:
@@ -80,6 +81,29 @@ def groups_filter(groups: list[str]) -> Filter:
 def document_filter(root: str, source: str, keep_hash: str | None = None) -> Filter:
     must_not = [_match("doc_hash", keep_hash)] if keep_hash else None
     return Filter(must=[_match("root", root), _match("source", source)], must_not=must_not)
+
+
+def hybrid_request(
+    dense: list[float],
+    sparse: tuple[list[int], list[float]],
+    groups: list[str],
+    limit: int,
+    candidates: int = 40,
+) -> QueryRequest:
+    """Dense and keyword prefetches, each filtered by the asker's groups, fused by RRF."""
+    flt = groups_filter(groups)
+    depth = max(candidates, limit)
+    keyword = SparseVector(list(sparse[0]), list(sparse[1]))
+    return QueryRequest(
+        limit=limit,
+        prefetches=[
+            Prefetch(limit=depth, query=Query.Nearest(dense, using=DENSE), filter=flt),
+            Prefetch(limit=depth, query=Query.Nearest(keyword, using=SPARSE), filter=flt),
+        ],
+        query=Fusion.Rrf(k=60),
+        filter=flt,
+        with_payload=True,
+    )
 
 
 def _operation(op: Operation) -> UpdateOperation:
@@ -117,8 +141,10 @@ class EdgeIndex(Index):
         self.lock_timeout = lock_timeout
         self.description = f"embedded (qdrant-edge) in {self.data_dir.resolve()}"
         key = str(self.link.absolute())
-        with _process_locks_guard:
-            self._thread_lock = _process_locks.setdefault(key, threading.RLock())
+        with _shared_guard:
+            if key not in _shared:
+                _shared[key] = SharedShard(self.path, self.data_dir / "write.intent")
+            self._shared = _shared[key]
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -168,6 +194,7 @@ class EdgeIndex(Index):
 
     def _switch_to(self, generation: Path) -> None:
         """Point the link at `generation` atomically, then remove generations nobody uses."""
+        self._shared.release()
         tmp = self.data_dir / f".index-{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(os.path.relpath(generation, self.data_dir), tmp)
@@ -198,27 +225,26 @@ class EdgeIndex(Index):
         generation = self.data_dir / "generations" / built.name
         generation.parent.mkdir(parents=True, exist_ok=True)
         os.replace(built, generation)
+        staging._shared.release()
         self._switch_to(generation)
         shutil.rmtree(staging.data_dir, ignore_errors=True)
 
     @contextmanager
-    def shard(self) -> Iterator[EdgeShard]:
-        """Open the shard for one short critical section, waiting while another holds it."""
+    def shard(self, write: bool = False) -> Iterator[EdgeShard]:
+        """The shard for one short critical section (see assistant/edge_lock.py): a
+        reader reuses this process's open handle unless a writer is waiting; a writer
+        announces itself, waits for readers to let go, and holds the shard alone."""
         if not self.exists():
             raise StoreError(
                 f"there is no index under {self.data_dir}; run `taimatsu ingest FOLDER` first"
             )
         deadline = time.monotonic() + self.lock_timeout
-        if not self._thread_lock.acquire(timeout=self.lock_timeout):
-            raise self._busy()
+        access = self._shared.write if write else self._shared.read
         try:
-            shard = self._open_with_retry(deadline)
-            try:
+            with access(deadline, self._open_with_retry) as shard:
                 yield shard
-            finally:
-                shard.close()
-        finally:
-            self._thread_lock.release()
+        except TimeoutError:
+            raise self._busy() from None
 
     def _busy(self) -> StoreBusy:
         return StoreBusy(
@@ -248,7 +274,7 @@ class EdgeIndex(Index):
         if not operations:
             return
         converted = [_operation(op) for op in operations]  # before taking the lock
-        with self.shard() as shard:
+        with self.shard(write=True) as shard:
             for operation in converted:
                 shard.update(operation)
             shard.flush()
@@ -322,19 +348,7 @@ class EdgeIndex(Index):
         limit: int,
         candidates: int = 40,
     ) -> list[Hit]:
-        flt = groups_filter(groups)
-        depth = max(candidates, limit)
-        keyword = SparseVector(list(sparse[0]), list(sparse[1]))
-        request = QueryRequest(
-            limit=limit,
-            prefetches=[
-                Prefetch(limit=depth, query=Query.Nearest(dense, using=DENSE), filter=flt),
-                Prefetch(limit=depth, query=Query.Nearest(keyword, using=SPARSE), filter=flt),
-            ],
-            query=Fusion.Rrf(k=60),
-            filter=flt,
-            with_payload=True,
-        )
+        request = hybrid_request(dense, sparse, groups, limit, candidates)
         with self.shard() as shard:
             points = shard.query(request)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]

@@ -81,7 +81,7 @@ def test_empty_index_answers_that_nothing_was_found(page, tmp_path):
 def test_busy_index_is_one_sentence_not_a_traceback(page, sample_settings, monkeypatch):
     app = page(closed_port_url())
     monkeypatch.setenv("TAIMATSU_LOCK_TIMEOUT", "0.5")
-    with EdgeIndex(sample_settings.data_dir).shard():  # another writer holds the index
+    with EdgeIndex(sample_settings.data_dir).shard(write=True):  # a writer holds the index
         _ask(app, "When are taxi fares reimbursed?")
     errors = app.chat_message[1].error
     assert [e.value for e in errors] == [ERRORS["busy"]]

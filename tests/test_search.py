@@ -91,3 +91,22 @@ def test_search_groups_option(settings, embedder):
     insider = json_lines(run_cli(*args, "--groups", "sales,finance", settings=settings).stdout)[0]
     assert "en/expenses.html" not in {h["source"] for h in outsider["hits"]}
     assert insider["hits"][0]["source"] == "en/expenses.html"
+
+
+def test_an_open_reader_lets_a_writer_in_and_then_sees_its_write(settings, embedder, tmp_path):
+    """The page keeps its shard handle open between queries; a cron run in another
+    process must still get the index (the reader lets go) and the reader then sees
+    the new content."""
+    import shutil
+
+    corpus = tmp_path / "docs"
+    shutil.copytree(SAMPLES, corpus)
+    Ingestor(settings, embedder).run(corpus)
+    searcher = Searcher(settings, embedder)
+    assert searcher.search("KIRI-STAFF", ["everyone"], 1)  # this process now holds a handle
+    (corpus / "en" / "new.md").write_text("# Parking\n\nBicycle parking code is P-7731.\n")
+    result = run_cli("ingest", str(corpus), "--json", settings=settings)
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout)[0]["added"] == 1
+    hits = searcher.search("P-7731 bicycle parking", ["everyone"], 1)
+    assert hits[0].source == "en/new.md"

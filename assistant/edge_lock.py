@@ -1,0 +1,163 @@
+"""Sharing one embedded shard between the page, the CLI and the ingestion cron.
+
+Qdrant Edge allows one open handle per shard folder (an OS lock), and opening one costs
+about 80 ms — ten times a query. So a reader keeps its handle open between queries, but
+only while nobody wants to write:
+
+- A writer first takes the intent lock (`write.intent` in the data folder, an exclusive
+  flock), then opens the shard — waiting for readers to let go —, writes, flushes,
+  closes and releases the intent.
+- Before each use a reader tests the intent lock (a non-blocking shared flock, a few
+  microseconds); while a writer waits, the reader closes its handle and waits for the
+  write to finish (bounded by the lock timeout), then reopens.
+- A reaper thread closes a reader's handle once it has been idle for `hold` seconds, and
+  at once when a writer signals its intent, so a writer never waits for a quiet page.
+
+A killed writer's flock is released by the kernel: there is no stale intent to clean.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from qdrant_edge import EdgeShard
+
+REAPER_PERIOD = 0.25
+_registry: weakref.WeakSet[SharedShard] = weakref.WeakSet()
+_registry_guard = threading.Lock()
+_reaper: threading.Thread | None = None
+
+
+class SharedShard:
+    """One process's access to one shard folder (one instance per folder per process)."""
+
+    def __init__(self, shard_path: Path, intent_path: Path, hold: float = 2.0) -> None:
+        self.shard_path = shard_path
+        self.intent_path = intent_path
+        self.hold = hold
+        self.lock = threading.RLock()
+        self.handle: EdgeShard | None = None
+        self.last_used = 0.0
+        self._opened: Path | None = None  # the generation the handle belongs to
+        self._probe_fd: int | None = None
+
+    # -- the intent lock -----------------------------------------------------------
+
+    def _probe(self) -> int:
+        if self._probe_fd is None:
+            self.intent_path.parent.mkdir(parents=True, exist_ok=True)
+            self._probe_fd = os.open(self.intent_path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self._probe_fd
+
+    def writer_waiting(self) -> bool:
+        fd = self._probe()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+
+    def _close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    # -- readers and writers ---------------------------------------------------------
+
+    @contextmanager
+    def read(self, deadline: float, opener: Callable[[float], EdgeShard]) -> Iterator[EdgeShard]:
+        if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError
+        try:
+            if self.writer_waiting():
+                self._close()
+                _wait(lambda: not self.writer_waiting(), deadline)
+            if self.handle is not None and self._opened != self.shard_path.resolve():
+                self._close()  # the index was rebuilt and switched: read the new one
+            if self.handle is None:
+                self._opened = self.shard_path.resolve()
+                self.handle = opener(deadline)
+            yield self.handle
+            self.last_used = time.monotonic()
+        finally:
+            self.lock.release()
+        _start_reaper(self)
+
+    @contextmanager
+    def write(self, deadline: float, opener: Callable[[float], EdgeShard]) -> Iterator[EdgeShard]:
+        self.intent_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.intent_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _wait(lambda: _try_flock(fd, fcntl.LOCK_EX), deadline)
+            if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise TimeoutError
+            try:
+                self._close()
+                shard = opener(deadline)
+                try:
+                    yield shard
+                finally:
+                    shard.close()
+            finally:
+                self.lock.release()
+        finally:
+            os.close(fd)  # releases the flock
+
+    def release(self) -> None:
+        """Close this process's reader handle now (before the folder is switched or
+        removed)."""
+        with self.lock:
+            self._close()
+
+    def reap(self) -> None:
+        if self.handle is None or not self.lock.acquire(blocking=False):
+            return
+        try:
+            idle = time.monotonic() - self.last_used > self.hold
+            if self.handle is not None and (idle or self.writer_waiting()):
+                self._close()
+        finally:
+            self.lock.release()
+
+
+def _try_flock(fd: int, mode: int) -> bool:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait(ready: Callable[[], bool], deadline: float) -> None:
+    delay = 0.005
+    while not ready():
+        if time.monotonic() >= deadline:
+            raise TimeoutError
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _start_reaper(shared: SharedShard) -> None:
+    global _reaper
+    with _registry_guard:
+        _registry.add(shared)
+        if _reaper is None or not _reaper.is_alive():
+            _reaper = threading.Thread(target=_reap_forever, name="shard-reaper", daemon=True)
+            _reaper.start()
+
+
+def _reap_forever() -> None:
+    while True:
+        time.sleep(REAPER_PERIOD)
+        with _registry_guard:
+            shards = list(_registry)
+        for shared in shards:
+            shared.reap()
