@@ -114,17 +114,26 @@ class Answerer:
         template = _MESSAGES[reason][language_of(question)]
         return template.format(host=self.settings.ollama_host, model=self.settings.llm_model)
 
+    def answerable(self, question: str, passages: list[Passage]) -> bool:
+        """Whether any passage is relevant enough to let the model answer: by meaning
+        (dense similarity; not for Japanese, which the packaged model places poorly) or
+        by the question's own terms (keyword coverage)."""
+        settings = self.settings
+        by_terms = any(p.coverage >= settings.min_keyword_coverage for p in passages)
+        by_meaning = language_of(question) != "ja" and any(
+            p.similarity >= settings.min_similarity for p in passages
+        )
+        return by_terms or by_meaning
+
     def stream(self, question: str, groups: list[str]) -> Iterator[tuple[str, Any]]:
         """Events: ("passages", list[Passage]), then ("delta", str)* while the model
         writes, then ("answer", Answer) once, with the checked text."""
         passages = self.searcher.search(question, groups)
         yield "passages", passages
         model = self.settings.llm_model
-        if not passages:
-            yield (
-                "answer",
-                Answer(question, self._message(NOT_FOUND, question), NOT_FOUND, model, []),
-            )
+        if not self.answerable(question, passages):
+            answer = Answer(question, self._message(NOT_FOUND, question), NOT_FOUND, model, [])
+            yield "answer", answer
             return
         parts: list[str] = []
         try:

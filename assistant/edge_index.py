@@ -61,6 +61,7 @@ from assistant.index import (
     StoreBusy,
     StoreError,
     Upsert,
+    make_hit,
     stamp_problem,
     stamp_record,
 )
@@ -103,6 +104,7 @@ def hybrid_request(
         query=Fusion.Rrf(k=60),
         filter=flt,
         with_payload=True,
+        with_vector=True,
     )
 
 
@@ -351,4 +353,14 @@ class EdgeIndex(Index):
         request = hybrid_request(dense, sparse, groups, limit, candidates)
         with self.shard() as shard:
             points = shard.query(request)
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+        hits = []
+        for point in points:
+            vectors = point.vector or {}
+            keyword = vectors.get(SPARSE)
+            hits.append(
+                make_hit(
+                    str(point.id), float(point.score), dict(point.payload or {}), dense,
+                    list(sparse[0]), vectors.get(DENSE), list(keyword.indices) if keyword else None,
+                )
+            )  # fmt: skip
+        return hits

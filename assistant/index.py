@@ -51,12 +51,31 @@ class ChunkPoint:
 @dataclass(frozen=True)
 class Hit:
     id: str
-    score: float
+    score: float  # the fused (RRF) score: an order, not a measure of relevance
     payload: dict[str, Any]
+    similarity: float = 0.0  # cosine of the question and the chunk (dense leg)
+    coverage: float = 0.0  # share of the question's keyword terms found in the chunk
 
     @property
     def text(self) -> str:
         return str(self.payload.get("text", ""))
+
+
+def make_hit(
+    point_id: str,
+    score: float,
+    payload: dict[str, Any],
+    query_dense: list[float],
+    query_terms: list[int],
+    dense: list[float] | None,
+    terms: list[int] | None,
+) -> Hit:
+    """A fused hit with the two relevance signals that decide whether to answer at all
+    (the RRF score cannot: it only orders)."""
+    similarity = sum(a * b for a, b in zip(query_dense, dense or [], strict=False))
+    wanted = set(query_terms)
+    coverage = len(wanted & set(terms or [])) / len(wanted) if wanted else 0.0
+    return Hit(point_id, score, payload, round(similarity, 4), round(coverage, 4))
 
 
 @dataclass

@@ -19,6 +19,8 @@ class Passage:
     section: str | None
     text: str
     chunk_id: str
+    similarity: float = 0.0
+    coverage: float = 0.0
 
     @classmethod
     def from_hit(cls, rank: int, hit: Hit) -> Passage:
@@ -31,6 +33,8 @@ class Passage:
             section=payload.get("section") or None,
             text=hit.text,
             chunk_id=hit.id,
+            similarity=hit.similarity,
+            coverage=hit.coverage,
         )
 
     def as_hit_json(self) -> dict[str, object]:
@@ -41,6 +45,8 @@ class Passage:
             "page": self.page,
             "section": self.section,
             "text": self.text,
+            "similarity": self.similarity,
+            "keyword_coverage": self.coverage,
         }
 
     @property
