@@ -1,13 +1,17 @@
 """Documents to sections of text, each with its page (PDF) or heading path.
 
 Parsers are chosen for their licences and upkeep: pypdf (BSD), python-docx (MIT),
-BeautifulSoup with lxml (MIT/BSD), markdown-it-py (MIT), charset-normalizer (MIT).
+BeautifulSoup with lxml (MIT/BSD), markdown-it-py (MIT), charset-normalizer (MIT); and,
+in their own modules, python-pptx and openpyxl (ingest.office), csv (ingest.tables),
+email (ingest.mail), pypdfium2 with the tesseract program for scans (ingest.ocr).
+Office files pass the zip-bomb checks of ingest.containers before a library opens them.
 Every parser raises `ParseError` with a short reason a person can act on.
 """
 
 from __future__ import annotations
 
 import codecs
+import importlib
 import io
 import re
 import zipfile
@@ -141,7 +145,8 @@ _HTML_BLOCKS = {
 _HTML_DROP = ("script", "style", "noscript", "template", "head", "svg", "iframe", "object")
 
 
-def parse_html(data: bytes) -> list[Section]:
+def parse_html(data: bytes | str) -> list[Section]:
+    """HTML as sections by heading; `data` may be already-decoded text (mail bodies)."""
     from bs4 import BeautifulSoup, NavigableString, Tag
 
     soup = BeautifulSoup(data, "lxml")
@@ -170,7 +175,12 @@ def parse_html(data: bytes) -> list[Section]:
     return _sections([(h, re.sub(r"\s*\n\s*", "\n", t)) for h, t in cleaned])
 
 
+MIN_PAGE_CHARS = 10  # fewer non-space characters than this: a scan (maybe with a stamp)
+
+
 def parse_pdf(data: bytes) -> list[Section]:
+    """Text per page (page = 1-based number). Pages without a text layer are read with
+    OCR when tesseract is installed (see ingest.ocr); the others are never OCR'd."""
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -178,28 +188,46 @@ def parse_pdf(data: bytes) -> list[Section]:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ParseError("password-protected PDF; save an unprotected copy to index it")
-        sections = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = page.extract_text() or ""
-            if text.strip():
-                sections.append(Section(text.strip(), number, None))
+        texts = {n: (p.extract_text() or "").strip() for n, p in enumerate(reader.pages, 1)}
     except ParseError:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise ParseError(f"unreadable PDF ({exc.__class__.__name__}: {exc})"[:200]) from exc
+    scanned = [n for n, text in texts.items() if len("".join(text.split())) < MIN_PAGE_CHARS]
+    ocr_ready = False
+    if scanned:
+        from ingest import ocr
+
+        ocr_ready = ocr.available()
+        texts.update(ocr.ocr_pages(data, scanned) if ocr_ready else {})
+    sections = [Section(text, n, None) for n, text in sorted(texts.items()) if text]
+    if not sections and not ocr_ready:
+        raise ParseError(
+            "PDF has no text layer (a scanned document?); it needs OCR "
+            "(install tesseract-ocr to index scanned PDFs)"
+        )
     if not sections:
-        raise ParseError("PDF has no text layer (a scanned document?); it needs OCR")
+        raise ParseError(
+            "PDF has no text layer and OCR found no text in it; "
+            "check the scan (resolution, orientation) or export the PDF with text"
+        )
     return sections
 
 
 def parse_docx(data: bytes) -> list[Section]:
+    from ingest.containers import check_office_zip
+
+    check_office_zip(data, "DOCX")
     import docx
+    from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
 
     try:
         document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise ParseError(f"not a valid DOCX file ({exc.__class__.__name__})") from exc
+    except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
+        raise ParseError(
+            f"not a valid DOCX file ({exc.__class__.__name__}); open it in Word and save it again"
+        ) from exc
     headings = _Headings()
     pairs: list[tuple[str, str]] = []
     buffer: list[str] = []
@@ -223,6 +251,17 @@ def parse_docx(data: bytes) -> list[Section]:
     return _sections(pairs)
 
 
+def _lazy(module: str, name: str) -> Callable[[bytes], list[Section]]:
+    """A parser from another module, imported on first use: `supported()` and the
+    registry stay cheap, and those modules may import this one."""
+
+    def run(data: bytes) -> list[Section]:
+        return getattr(importlib.import_module(module), name)(data)
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
 PARSERS: dict[str, Callable[[bytes], list[Section]]] = {
     ".txt": parse_text,
     ".md": parse_markdown,
@@ -231,6 +270,11 @@ PARSERS: dict[str, Callable[[bytes], list[Section]]] = {
     ".htm": parse_html,
     ".pdf": parse_pdf,
     ".docx": parse_docx,
+    ".pptx": _lazy("ingest.office", "parse_pptx"),
+    ".xlsx": _lazy("ingest.office", "parse_xlsx"),
+    ".csv": _lazy("ingest.tables", "parse_csv"),
+    ".tsv": _lazy("ingest.tables", "parse_csv"),
+    ".eml": _lazy("ingest.mail", "parse_eml"),
 }
 
 

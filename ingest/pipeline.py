@@ -97,13 +97,13 @@ def display_path(relative: Path) -> str:
 
 
 def walk(root: Path) -> Iterator[Path]:
-    """Supported files under root, sorted, hidden entries skipped, directory symlinks not
-    followed (no loops)."""
+    """Supported files under root, sorted; hidden entries and Office lock files (~$x.docx)
+    skipped; directory symlinks not followed (no loops)."""
     for folder, dirs, files in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder, name)
-            if not name.startswith(".") and supported(path):
+            if not name.startswith((".", "~$")) and supported(path):
                 yield path
 
 

@@ -1,13 +1,16 @@
 #!/bin/sh
 # Debian packages the tests use: chromium (Playwright drives it), a Japanese font (so
-# screenshots of Japanese pages are readable) and docker-compose v1 (validates
-# compose.yaml offline). Installed when missing and we are root; otherwise
+# screenshots of Japanese pages are readable, and the OCR test can draw Japanese),
+# docker-compose v1 (validates compose.yaml offline) and tesseract with its Japanese
+# data (OCR of scanned PDFs, optional in the product). Installed when missing and we are root; otherwise
 # the tests that need them say they are skipped and why.
 set -eu
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 [ -e /usr/share/fonts/opentype/ipafont-gothic ] || missing="$missing fonts-ipafont-gothic"
+command -v tesseract >/dev/null 2>&1 || missing="$missing tesseract-ocr"
+[ -e /usr/share/tesseract-ocr/5/tessdata/jpn.traineddata ] || missing="$missing tesseract-ocr-jpn"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "sysdeps: missing$missing; install with: sudo apt-get install$missing" >&2

@@ -3,6 +3,8 @@ HTTP to the Ollama-protocol test server in tests/ollama_server.py (no model runs
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from assistant.answer import GENERATED, NOT_FOUND, SOURCES_ONLY, Answerer
@@ -146,6 +148,7 @@ def test_ask_and_status_commands(sample_settings):
     assert report["index"]["embedding_model"]["dim"] == 384
     assert report["ollama"]["reachable"] and report["ollama"]["model_present"]
     assert report["ollama"]["version"] == server.version
+    assert report["ocr"]["available"] is (shutil.which("tesseract") is not None)
 
 
 def test_ask_without_ollama_from_the_command_line(sample_settings):

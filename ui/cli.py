@@ -39,7 +39,9 @@ GroupsOpt = Annotated[
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "sentence_transformers", "transformers", "urllib3"):
+    # libraries that narrate recoverable trouble (pypdf: "EOF marker not found"); the
+    # file's own failure, if any, is reported once as a `failed:` line
+    for noisy in ("httpx", "sentence_transformers", "transformers", "urllib3", "pypdf"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
@@ -206,8 +208,10 @@ def ask(
 def status(as_json: JsonOpt = False) -> None:
     """Show the index and the health of the index and of Ollama."""
     from assistant.status import collect
+    from ingest.ocr import ocr_status
 
     report = collect(Settings())
+    report["ocr"] = ocr_status()
     if as_json:
         _print_json(report)
     else:
@@ -221,6 +225,11 @@ def status(as_json: JsonOpt = False) -> None:
             f"ollama: {'ok' if llm['reachable'] and llm['model_present'] else 'NOT OK'} - "
             f"{llm['host']} version {llm['version']}, model {llm['model']} "
             f"{'present' if llm['model_present'] else 'missing'}"
+        )
+        ocr = report["ocr"]
+        typer.echo(
+            f"ocr: {'tesseract ' + ocr['version'] if ocr['available'] else 'off'}"
+            f"{' (' + ocr['reads'] + ')' if ocr['available'] else ' - ' + ocr.get('hint', '')}"
         )
         for problem in filter(None, (index.get("error"), llm.get("error"))):
             typer.echo(f"  {problem}")
