@@ -6,21 +6,23 @@ gets the best passages and one plain sentence saying no model wrote the answer.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-import ollama
-from llama_index.core.llms import ChatMessage
 from llama_index.llms.ollama import Ollama
 
+from assistant.conversation import (
+    Turn,
+    bounded,
+    clean_question,
+    condense_messages,
+    fallback_question,
+)
+from assistant.llm import LLMUnavailable, complete, make_llm, stream_chat
 from assistant.prompt import build_messages, check_citations, language_of
 from assistant.retrieval import Passage, Searcher
 from assistant.settings import Settings
-
-log = logging.getLogger(__name__)
 
 GENERATED = "generated"
 SOURCES_ONLY = "sources-only"
@@ -62,6 +64,7 @@ class Answer:
     passages: list[Passage]
     cited: list[int] = field(default_factory=list)
     dropped_citations: int = 0
+    standalone_question: str | None = None  # what was searched, when history rewrote it
 
     @property
     def citations(self) -> list[tuple[int, Passage]]:
@@ -84,24 +87,8 @@ class Answer:
                 for n, p in self.citations
             ],
             "dropped_citations": self.dropped_citations,
+            "standalone_question": self.standalone_question,
         }
-
-
-class LLMUnavailable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason  # a key of _MESSAGES
-
-
-def make_llm(settings: Settings) -> Ollama:
-    return Ollama(
-        model=settings.llm_model,
-        base_url=settings.ollama_host,
-        context_window=settings.llm_context_window,  # explicit: -1 asks the server
-        request_timeout=settings.llm_request_timeout,
-        keep_alive=settings.llm_keep_alive,
-        temperature=settings.llm_temperature,
-    )
 
 
 class Answerer:
@@ -125,86 +112,50 @@ class Answerer:
         )
         return by_terms or by_meaning
 
-    def stream(self, question: str, groups: list[str]) -> Iterator[tuple[str, Any]]:
+    def standalone(self, question: str, history: list[Turn]) -> str:
+        """The question rewritten to stand alone, given the (bounded) earlier turns."""
+        history = bounded(history, self.settings.llm_context_window)
+        if not history:
+            return question
+        try:
+            text = complete(self.llm, self.settings, condense_messages(history, question))
+        except LLMUnavailable:
+            return fallback_question(history, question)
+        return clean_question(text, question)
+
+    def stream(
+        self, question: str, groups: list[str], history: list[Turn] | None = None
+    ) -> Iterator[tuple[str, Any]]:
         """Events: ("passages", list[Passage]), then ("delta", str)* while the model
         writes, then ("answer", Answer) once, with the checked text."""
-        passages = self.searcher.search(question, groups)
+        search_for = self.standalone(question, history or [])
+        passages = self.searcher.search(search_for, groups)
         yield "passages", passages
         model = self.settings.llm_model
-        if not self.answerable(question, passages):
-            answer = Answer(question, self._message(NOT_FOUND, question), NOT_FOUND, model, [])
-            yield "answer", answer
+
+        def answer(text: str, mode: str, cited: list[int], dropped: int = 0) -> Answer:
+            shown = passages if cited else []
+            rewritten = search_for if search_for != question else None
+            return Answer(question, text, mode, model, shown, cited, dropped, rewritten)
+
+        if not self.answerable(search_for, passages):
+            yield "answer", answer(self._message(NOT_FOUND, question), NOT_FOUND, [])
             return
         parts: list[str] = []
         try:
-            for delta in self._generate(question, passages):
+            messages = build_messages(search_for, passages, original=question)
+            for delta in stream_chat(self.llm, self.settings, messages):
                 parts.append(delta)
                 yield "delta", delta
         except LLMUnavailable as exc:
-            numbers = list(range(1, len(passages) + 1))
-            yield (
-                "answer",
-                Answer(
-                    question,
-                    self._message(exc.reason, question),
-                    SOURCES_ONLY,
-                    model,
-                    passages,
-                    numbers,
-                ),
-            )
+            every = list(range(1, len(passages) + 1))
+            yield "answer", answer(self._message(exc.reason, question), SOURCES_ONLY, every)
             return
         checked = check_citations("".join(parts), len(passages))
-        yield (
-            "answer",
-            Answer(
-                question, checked.text, GENERATED, model, passages, checked.cited, checked.dropped
-            ),
-        )
+        yield "answer", answer(checked.text, GENERATED, checked.cited, checked.dropped)
 
-    def ask(self, question: str, groups: list[str]) -> Answer:
-        for kind, payload in self.stream(question, groups):
+    def ask(self, question: str, groups: list[str], history: list[Turn] | None = None) -> Answer:
+        for kind, payload in self.stream(question, groups, history):
             if kind == "answer":
                 return payload
         raise AssertionError("stream() always ends with an answer")
-
-    def _generate(self, question: str, passages: list[Passage]) -> Iterator[str]:
-        messages = [ChatMessage(**m) for m in build_messages(question, passages)]
-        started = False
-        try:
-            for response in self.llm.stream_chat(messages):
-                started = True
-                if response.delta:
-                    yield response.delta
-        except ollama.ResponseError as exc:
-            log.warning("ollama error %s: %s", exc.status_code, exc.error)
-            raise LLMUnavailable("missing" if exc.status_code == 404 else "broken") from exc
-        except (ConnectionError, httpx.HTTPError, OSError) as exc:
-            log.warning("ollama unavailable at %s: %r", self.settings.ollama_host, exc)
-            raise LLMUnavailable("broken" if started else "unreachable") from exc
-
-
-def ollama_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
-    """Server version and whether the configured model is present, without raising."""
-    health: dict[str, Any] = {
-        "host": settings.ollama_host,
-        "model": settings.llm_model,
-        "reachable": False,
-        "version": None,
-        "model_present": False,
-    }
-    try:
-        with httpx.Client(base_url=settings.ollama_host, timeout=timeout, trust_env=False) as c:
-            health["version"] = c.get("/api/version").raise_for_status().json().get("version")
-            health["reachable"] = True
-            models = c.get("/api/tags").raise_for_status().json().get("models", [])
-    except (httpx.HTTPError, ValueError) as exc:
-        reason = exc.__class__.__name__
-        health["error"] = f"Ollama at {settings.ollama_host} is unreachable ({reason})"
-        return health
-    names = {m.get("name") for m in models} | {m.get("model") for m in models}
-    wanted = settings.llm_model
-    health["model_present"] = wanted in names or (":" not in wanted and f"{wanted}:latest" in names)
-    if not health["model_present"]:
-        health["error"] = f"model {wanted} is missing; run `ollama pull {wanted}`"
-    return health

@@ -42,8 +42,12 @@ def _quote(value: str) -> str:
     return _TAG.sub("‹passage", value).replace('"', "'")
 
 
-def build_messages(question: str, passages: list[Passage]) -> list[dict[str, str]]:
-    language = "Japanese" if language_of(question) == "ja" else "English"
+def build_messages(
+    question: str, passages: list[Passage], original: str | None = None
+) -> list[dict[str, str]]:
+    """The prompt for `question` (standalone); the answer's language is that of the
+    question as the asker wrote it (`original`)."""
+    language = "Japanese" if language_of(original or question) == "ja" else "English"
     blocks = []
     for n, passage in enumerate(passages, start=1):
         attrs = f'n="{n}" source="{_quote(passage.source)}"'
