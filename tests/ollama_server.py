@@ -100,10 +100,14 @@ def echo_reply(messages: list[dict[str, Any]]) -> str:
 
     The first sentence of the lowest-numbered passage, cited as `[n]`, and if
     there are two or more passages the first sentence of the next one, cited
-    too. Without passages: "I don't know.".
+    too. Without passages: "I don't know.". A conversation-rewrite request (its user
+    message ends with "Last message: ...") gets that last message back unchanged.
     """
     user = [m for m in messages if m.get("role") == "user"]
-    passages = find_passages(str(user[-1].get("content") or "")) if user else {}
+    last = str(user[-1].get("content") or "") if user else ""
+    if "Last message:" in last:  # a request to rewrite a follow-up: echo it unchanged
+        return last.rsplit("Last message:", 1)[1].strip()
+    passages = find_passages(last) if user else {}
     parts = [
         f"{_first_sentence(passages[n])} [{n}]" for n in sorted(passages)[:2] if passages[n].strip()
     ]

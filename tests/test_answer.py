@@ -203,3 +203,66 @@ def test_injected_instructions_stay_inside_a_quoted_passage(settings, embedder, 
     shown = offline.answer + " ".join(c["text"] for c in offline.as_json()["citations"])
     assert offline.mode == SOURCES_ONLY
     assert "quoted material" not in shown and "Taimatsu, an assistant" not in shown
+
+
+def test_follow_up_is_rewritten_into_a_standalone_question(sample_settings, embedder):
+    from assistant.conversation import Turn
+    from tests.ollama_server import echo_reply
+
+    standalone = "How many days of paid annual leave do part-time employees get?"
+
+    def reply(messages):
+        if "standalone question" in messages[0]["content"]:
+            return standalone
+        return echo_reply(messages)
+
+    history = [Turn("How many days of annual leave do full-time staff get?", "20 days. [1]")]
+    with FakeOllama(reply=reply) as server:
+        answer = _answerer(sample_settings, embedder, server.url).ask(
+            "And for part-timers?", ["everyone"], history
+        )
+    condense = server.requests[0]["json"]["messages"]
+    assert "full-time staff" in condense[1]["content"]
+    assert condense[1]["content"].endswith("Last message: And for part-timers?")
+    assert answer.standalone_question == standalone and answer.mode == GENERATED
+    assert any("Part-time" in (p.section or "") for _, p in answer.citations)
+    assert f"Question: {standalone}" in server.requests[-1]["json"]["messages"][1]["content"]
+
+
+def test_follow_up_without_a_model_searches_with_the_previous_question(sample_settings, embedder):
+    from assistant.conversation import Turn
+
+    history = [Turn("When are taxi fares reimbursed?", "")]
+    answer = _answerer(sample_settings, embedder, sample_settings.ollama_host).ask(
+        "and what about receipts?", ["everyone"], history
+    )
+    assert answer.standalone_question == "When are taxi fares reimbursed? and what about receipts?"
+    assert answer.citations[0][1].source == "en/expenses.html"
+
+
+def test_history_is_bounded_by_the_context_window():
+    from assistant.conversation import Turn, bounded
+
+    turns = [Turn(f"question {i} " + "x" * 400, "answer " + "y" * 400) for i in range(30)]
+    kept = bounded(turns, context_window=8192)
+    assert kept == turns[-len(kept) :] and 0 < len(kept) < 30
+    assert sum(len(t.question) + len(t.answer) for t in kept) <= 8192 // 4
+    assert bounded([Turn("q" * 5000, "a")], context_window=8192) == []
+
+
+def test_a_reset_before_the_first_token_is_retried(sample_settings, embedder):
+    calls = []
+
+    def reply(messages):
+        from tests.ollama_server import echo_reply
+
+        calls.append(1)
+        server.die_after_chunks = 0 if len(calls) == 1 else None  # only the first dies
+        return echo_reply(messages)
+
+    with FakeOllama(reply=reply) as server:
+        answer = _answerer(sample_settings, embedder, server.url).ask(
+            "When are taxi fares reimbursed?", ["everyone"]
+        )
+    assert len([r for r in server.requests if r["path"] == "/api/chat"]) == 2
+    assert answer.mode == GENERATED and answer.cited

@@ -68,6 +68,8 @@ def test_conversation_is_kept_and_new_chat_clears_it(page):
         app = _ask(page(server.url), "What is the minimum password length?")
         app = _ask(app, "在宅勤務は週何日までですか")
     assert [m.name for m in app.chat_message] == ["user", "assistant"] * 2
+    condense = [r for r in server.requests if "standalone" in str(r["json"])]
+    assert "minimum password length" in condense[0]["json"]["messages"][1]["content"]
     app.sidebar.button[0].click().run()
     assert not app.chat_message
 

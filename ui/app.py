@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from assistant.answer import SOURCES_ONLY, Answer, Answerer
+from assistant.conversation import Turn
 from assistant.embedder import Embedder
 from assistant.index import StoreBusy, StoreError
 from assistant.prompt import language_of
@@ -74,7 +75,18 @@ def show_turn(turn: dict) -> None:
         show_citations(answer)
 
 
-def answer_question(answerer: Answerer, question: str, groups: list[str]) -> dict:
+def past_turns(history: list[dict]) -> list[Turn]:
+    """The conversation so far as question/answer pairs (answered turns only)."""
+    turns = []
+    for asked, answered in zip(history[::2], history[1::2], strict=False):
+        if answered.get("answer") is not None:
+            turns.append(Turn(asked["content"], answered["answer"].answer))
+    return turns
+
+
+def answer_question(
+    answerer: Answerer, question: str, groups: list[str], history: list[Turn]
+) -> dict:
     """Stream one answer into the page; return the turn to keep in the history."""
     with st.chat_message("assistant"):
         placeholder = st.empty()
@@ -82,7 +94,7 @@ def answer_question(answerer: Answerer, question: str, groups: list[str]) -> dic
         placeholder.caption(searching)
         written = ""
         try:
-            for kind, payload in answerer.stream(question, groups):
+            for kind, payload in answerer.stream(question, groups, history):
                 if kind == "delta":
                     written += payload
                     placeholder.markdown(plain(written) + " ▌")
@@ -102,6 +114,8 @@ def answer_question(answerer: Answerer, question: str, groups: list[str]) -> dic
             placeholder.empty()
         else:
             placeholder.markdown(plain(answer.answer))
+        if answer.standalone_question:
+            st.caption(plain(f"🔎 {answer.standalone_question}"))
         show_citations(answer)
     return {"role": "assistant", "content": answer.answer, "answer": answer}
 
@@ -128,10 +142,12 @@ def main() -> None:
         show_turn(turn)
     question = st.chat_input("Ask a question / 質問を入力してください")
     if question and question.strip():
+        earlier = past_turns(history)
         turn = {"role": "user", "content": question}
         history.append(turn)
         show_turn(turn)
-        history.append(answer_question(_answerer(settings.model_dump_json()), question, groups))
+        answerer = _answerer(settings.model_dump_json())
+        history.append(answer_question(answerer, question, groups, earlier))
 
 
 main()
