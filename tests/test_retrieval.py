@@ -1,0 +1,101 @@
+"""The two legs of hybrid retrieval, each alone and fused: a query only the keyword leg
+answers (an exact code), one only the dense leg answers (no shared word), and the
+hybrid finding both; Japanese through the keyword leg's character bigrams."""
+
+from __future__ import annotations
+
+import pytest
+from qdrant_edge import Query, QueryRequest, SparseVector
+
+from assistant import sparse
+from assistant.edge_index import EdgeIndex, groups_filter
+from assistant.index import DENSE, SPARSE
+from assistant.retrieval import Searcher
+from ingest.pipeline import Ingestor
+
+DOCS = {
+    "codes.md": "# Fault codes\n\nFault Q7-ZX41 means the coolant pump has stalled; "
+    "power-cycle the unit and call maintenance.",
+    # near-identical codes: what embeddings blur and exact terms tell apart
+    "fan.md": "# Fault codes (fans)\n\nFault Q7-ZX14 means the cooling fan is blocked; "
+    "clean the intake and restart the unit.",
+    "filter.md": "# Fault codes (filters)\n\nFault Q7-ZY47 means the coolant filter is "
+    "clogged; replace it and restart the unit.",
+    "hinge.md": "# Spare parts\n\nPart PN-88213 is the left door hinge of the cabinet.",
+    "coolant.md": "# Coolant filter\n\nReplace the coolant filter every six months using "
+    "the standard replacement kit.",
+    "remote.md": "# Remote work\n\nEmployees may work from home up to three days per week "
+    "with their manager's agreement.",
+    "canteen.md": "# Canteen\n\nLunch is served from noon until two in the afternoon.",
+    "parking.md": "# Parking\n\nVisitor parking spaces are on level B2 next to the lifts.",
+    "printing.md": "# Printing\n\nColour printing needs a cost centre code on the badge.",
+    "travel.md": "# Travel\n\nBook flights through the travel desk at least two weeks ahead.",
+    "security.md": "# Security\n\nLock your screen whenever you leave your desk.",
+    "benefits.md": "# Benefits\n\nThe gym subsidy covers half of a monthly membership.",
+    "kyuka.md": "# 休暇\n\n有給休暇の申請は三営業日前までに行ってください。",
+    "kaigi.md": "# 会議室\n\n会議室の予約は社内ポータルから行います。",
+}
+# the words pull the dense leg to coolant.md; only the exact part number names hinge.md
+KEYWORD_ONLY = ("coolant filter replacement part PN-88213", "hinge.md")
+DENSE_ONLY = ("How often can staff telecommute?", "remote.md")
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, embedder):
+    from assistant.settings import Settings
+
+    docs = tmp_path_factory.mktemp("legs")
+    for name, text in DOCS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    data = tmp_path_factory.mktemp("legs-index")
+    settings = Settings(data_dir=data, ollama_host="http://127.0.0.1:9")
+    Ingestor(settings, embedder).run(docs)
+    return settings
+
+
+def one_leg(settings, embedder, query: str, leg: str) -> list[str]:
+    """Sources ranked by one leg alone, with the same group filter as the hybrid."""
+    if leg == DENSE:
+        vector = embedder.embed_query(query)
+    else:
+        keyword = sparse.embed_query(query)
+        vector = SparseVector(list(keyword.indices), list(keyword.values))
+    flt = groups_filter(["everyone"])
+    request = QueryRequest(
+        limit=3, query=Query.Nearest(vector, using=leg), filter=flt, with_payload=True
+    )
+    with EdgeIndex(settings.data_dir).shard() as shard:
+        return [p.payload["source"] for p in shard.query(request)]
+
+
+def test_query_that_only_the_keyword_leg_answers(index, embedder):
+    query, source = KEYWORD_ONLY
+    assert source not in one_leg(index, embedder, query, DENSE)[:1]
+    assert one_leg(index, embedder, query, SPARSE)[0] == source
+    assert source in [h.source for h in Searcher(index, embedder).search(query, ["everyone"], 2)]
+
+
+def test_exact_code_among_near_identical_ones(index, embedder):
+    assert one_leg(index, embedder, "Q7-ZX41", SPARSE)[0] == "codes.md"
+    assert Searcher(index, embedder).search("Q7-ZX41", ["everyone"], 1)[0].source == "codes.md"
+
+
+def test_query_that_only_the_dense_leg_answers(index, embedder):
+    query, source = DENSE_ONLY
+    assert source not in one_leg(index, embedder, query, SPARSE)  # no word in common
+    assert one_leg(index, embedder, query, DENSE)[0] == source
+    assert source in [h.source for h in Searcher(index, embedder).search(query, ["everyone"], 2)]
+
+
+@pytest.mark.parametrize(("query", "source"), [("有給休暇", "kyuka.md"), ("予約", "kaigi.md")])
+def test_japanese_terms_match_inside_sentences(index, embedder, query, source):
+    """Kanji words inside a sentence are found: both sides are cut into bigrams."""
+    assert one_leg(index, embedder, query, SPARSE)[0] == source
+
+
+def test_cjk_bigrams():
+    assert sparse.cjk_terms("有給休暇の申請", document=False).split() == [
+        "有給", "給休", "休暇", "暇の", "の申", "申請",
+    ]  # fmt: skip
+    assert set("休暇") <= set(sparse.cjk_terms("休暇", document=True).split())
+    assert sparse.cjk_terms("VPN-0x2F error", document=True) == "VPN-0x2F error"
