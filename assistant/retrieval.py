@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from assistant import sparse
 from assistant.embedder import Embedder
 from assistant.index import Hit, open_index
+from assistant.rerank import Reranker
 from assistant.settings import EVERYONE, Settings
 
 
@@ -67,6 +68,9 @@ class Searcher:
         self.settings = settings
         self.embedder = embedder or Embedder(settings.embed_model_dir, settings.embed_batch_size)
         self.index = open_index(settings)
+        self.reranker = (
+            Reranker(settings.reranker_model_dir) if settings.reranker_model_dir else None
+        )
 
         self._model_checked = False
 
@@ -82,13 +86,17 @@ class Searcher:
             return []
         self.check_model()
         keyword = sparse.embed_query(query)
+        limit = k or self.settings.top_k
+        fetch = max(limit, self.settings.rerank_candidates) if self.reranker else limit
         hits = self.index.hybrid(
             self.embedder.embed_query(query),
             (list(keyword.indices), list(keyword.values)),
             [*groups, EVERYONE],  # everyone is in "everyone"
-            limit=k or self.settings.top_k,
+            limit=fetch,
         )
         hits = current_versions(hits)
+        if self.reranker:
+            hits = self.reranker.rerank(query, hits, limit)
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
 
 

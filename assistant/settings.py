@@ -26,6 +26,12 @@ class Settings(BaseSettings):
         None,
         description="A sentence-transformers model folder; empty = the packaged all-MiniLM-L6-v2.",
     )
+    reranker_model_dir: Path | None = Field(
+        None, description="A cross-encoder model folder to rerank passages; empty = off."
+    )
+    rerank_candidates: int = Field(
+        20, ge=1, le=100, description="Fused hits the reranker reads per question."
+    )
     embed_batch_size: int = Field(32, ge=1, description="Chunks embedded per batch.")
     chunk_size: int = Field(
         200, ge=32, description="Chunk size in embedding-model tokens (the model reads 256)."

@@ -99,3 +99,41 @@ def test_cjk_bigrams():
     ]  # fmt: skip
     assert set("休暇") <= set(sparse.cjk_terms("休暇", document=True).split())
     assert sparse.cjk_terms("VPN-0x2F error", document=True) == "VPN-0x2F error"
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory):
+    """A cross-encoder folder made locally from the packaged MiniLM weights with a seeded
+    scoring head: its scores are arbitrary but fixed, which is all this test needs to
+    check that the reranker, not the fusion, decides the order."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from assistant.embedder import default_model_dir
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    CrossEncoder(str(default_model_dir()), num_labels=1, device="cpu").save(str(folder))
+    return folder
+
+
+def test_reranker_orders_the_fused_candidates(index, embedder, cross_encoder_dir):
+    from sentence_transformers import CrossEncoder
+
+    query = "what should I do about a fault code on the unit"
+    plain = Searcher(index, embedder).search(query, ["everyone"], 8)
+    reranking = index.model_copy(
+        update={"reranker_model_dir": cross_encoder_dir, "rerank_candidates": 8}
+    )
+    reranked = Searcher(reranking, embedder).search(query, ["everyone"], 3)
+    scores = CrossEncoder(str(cross_encoder_dir), device="cpu").predict(
+        [(query, p.text) for p in plain]
+    )
+    ranked = sorted(zip(scores, plain, strict=True), key=lambda pair: -pair[0])
+    expected = [p.chunk_id for _, p in ranked][:3]
+    assert [p.chunk_id for p in reranked] == expected
+    assert [p.rank for p in reranked] == [1, 2, 3]
+
+
+def test_reranker_off_by_default(index, embedder):
+    assert Searcher(index, embedder).reranker is None
