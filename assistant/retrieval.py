@@ -46,6 +46,7 @@ class Passage:
             "page": self.page,
             "section": self.section,
             "text": self.text,
+            "chunk_id": self.chunk_id,
             "similarity": self.similarity,
             "keyword_coverage": self.coverage,
         }

@@ -181,7 +181,7 @@ class Ingestor:
         files = list(walk(root_path))
         seen: set[str] = set()
         limit = int(self.settings.max_file_mb * 1024 * 1024)
-        for done, path in enumerate(files, start=1):
+        for path in files:
             source = display_path(path.relative_to(root_path))
             seen.add(source)
             summary.files_seen += 1
@@ -190,12 +190,16 @@ class Ingestor:
                 self._embed_queued()
             if self._pending_points >= WRITE_BATCH:
                 self._flush()
-            if progress:
-                progress(done, len(files), summary.chunks_embedded)
+            if progress:  # a file is done once its chunks are embedded (or it needs none)
+                queued = sum(len(doc[3]) for doc in self._to_embed)
+                done = summary.files_seen - len(self._to_embed)
+                progress(done, len(files), summary.chunks_embedded - queued)
         for source in sorted(set(indexed) - seen):
             self._pending.append(DeleteDocument(root, source))
             summary.deleted += 1
         self._flush()
+        if progress:
+            progress(len(files), len(files), summary.chunks_embedded)
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
 

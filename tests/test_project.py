@@ -82,3 +82,36 @@ def test_readme_documents_every_setting_and_the_two_commands():
     assert "make run" in first_screen and "make test" in first_screen
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make test" in ci
+
+
+def test_ingest_draws_a_progress_bar_on_a_terminal_only(settings, tmp_path):
+    """On a terminal: files done/total, rate and ETA; in a log (no terminal): none."""
+    import os
+    import pty
+    import sys
+
+    corpus = tmp_path / "docs"
+    shutil.copytree(SAMPLES, corpus)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env["TAIMATSU_DATA_DIR"] = str(settings.data_dir)
+    exe = str(Path(sys.executable).with_name("taimatsu"))
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [exe, "ingest", str(corpus)], stdout=subprocess.PIPE, stderr=follower, env=env
+    ) as process:
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                block = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not block:
+                break
+            drawn += block
+        stdout = process.stdout.read().decode()
+    os.close(leader)
+    assert process.returncode == 0
+    screen = drawn.decode(errors="replace")
+    assert "8/8" in screen and "file/s" in screen and "chunks=" in screen
+    assert "8 added" in stdout and "\r" not in stdout  # the log line stays clean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -19,7 +20,11 @@ def progress_bar(enabled: bool) -> Iterator[Progress | None]:
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="file", dynamic_ncols=True, leave=False)
+    # a terminal that reports no size (a bare pty, some consoles) would get no bar at all
+    size = shutil.get_terminal_size((100, 24))
+    bar = tqdm(
+        total=0, unit="file", ncols=size.columns, nrows=size.lines, leave=False, mininterval=0.5
+    )
 
     def update(done: int, total: int, chunks: int) -> None:
         bar.total = total
@@ -28,5 +33,6 @@ def progress_bar(enabled: bool) -> Iterator[Progress | None]:
 
     try:
         yield update
+        bar.refresh()  # the last state, however fast the run
     finally:
         bar.close()
