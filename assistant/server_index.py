@@ -262,6 +262,8 @@ class ServerIndex(Index):
                     SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
                 },
                 metadata={STAMP_KEY: stamp_record(stamp, time.time())},
+                shard_number=self.settings.qdrant_shards,
+                replication_factor=self.settings.qdrant_replicas,
             )
             indexes = [(f, models.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
             indexes += [(f, models.PayloadSchemaType.INTEGER) for f in INTEGER_FIELDS]

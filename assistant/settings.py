@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     )
     qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
     qdrant_collection: str = Field("taimatsu", description="Collection name on the server.")
+    qdrant_shards: int = Field(
+        1, ge=1, description="Shards of the collection on a Qdrant cluster (set at creation)."
+    )
+    qdrant_replicas: int = Field(
+        1, ge=1, description="Copies of each shard on a Qdrant cluster (set at creation)."
+    )
     acl_file: Path | None = Field(
         None, description="ACL file (TOML); empty = `.taimatsu-acl.toml` in the ingested folder."
     )

@@ -118,11 +118,39 @@ def _read_error(exc: OSError) -> str:
 Progress = Callable[[int, int, int], None]  # files done, files total, chunks embedded
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Worker `number` of `count` (1-based, "2/3"): owns the sources whose path hash
+    falls to it. The split depends only on the relative path, so every worker, on any
+    machine, agrees on it without talking to the others."""
+
+    number: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            number, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard takes I/N, like 2/3, not {text!r}") from None
+        if not 1 <= number <= count:
+            raise ValueError(f"--shard {text}: I must be between 1 and N")
+        return cls(number, count)
+
+    def owns(self, source: str) -> bool:
+        digest = hashlib.sha256(source.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.number - 1
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.count}"
+
+
 @contextmanager
-def ingest_lock(settings: Settings) -> Iterator[None]:
-    """One ingestion run (or rebuild) per index at a time, across processes."""
+def ingest_lock(settings: Settings, shard: Shard | None = None) -> Iterator[None]:
+    """One ingestion run (or rebuild) per index — per shard of the sources — at a time."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(settings.data_dir / "ingest.lock"))
+    name = f"ingest-{shard.number}-of-{shard.count}.lock" if shard else "ingest.lock"
+    lock = FileLock(str(settings.data_dir / name))
     try:
         lock.acquire(timeout=settings.ingest_wait)
     except Timeout:
@@ -157,13 +185,18 @@ class Ingestor:
             )
         return self._chunker
 
-    def run(self, folder: Path, progress: Progress | None = None) -> Summary:
-        """One run, exclusive on this index."""
-        with ingest_lock(self.settings):
-            return self.sync(folder, progress)
+    def run(
+        self, folder: Path, progress: Progress | None = None, shard: Shard | None = None
+    ) -> Summary:
+        """One run, exclusive on this index (or on this shard of the sources)."""
+        with ingest_lock(self.settings, shard):
+            return self.sync(folder, progress, shard)
 
-    def sync(self, folder: Path, progress: Progress | None = None) -> Summary:
-        """The run itself; the caller holds `ingest_lock`."""
+    def sync(
+        self, folder: Path, progress: Progress | None = None, shard: Shard | None = None
+    ) -> Summary:
+        """The run itself; the caller holds `ingest_lock`. With a shard, only the sources
+        it owns are added, updated or deleted."""
         root_path = Path(folder).expanduser()
         if not root_path.is_dir():
             raise IngestError(f"{folder} is not a folder; give the folder of documents to index")
@@ -176,9 +209,14 @@ class Ingestor:
         except AclError as exc:
             raise IngestError(str(exc)) from exc
         self.index.ensure(self.embedder.stamp)
-        indexed = self.index.manifest(root)
-        by_hash = {h: source for source, info in indexed.items() for h in info.hashes}
-        files = list(walk(root_path))
+        everything = self.index.manifest(root)
+        by_hash = {h: source for source, info in everything.items() for h in info.hashes}
+        indexed = {s: i for s, i in everything.items() if shard is None or shard.owns(s)}
+        files = [
+            path
+            for path in walk(root_path)
+            if shard is None or shard.owns(display_path(path.relative_to(root_path)))
+        ]
         seen: set[str] = set()
         limit = int(self.settings.max_file_mb * 1024 * 1024)
         for path in files:

@@ -14,7 +14,7 @@ from assistant.index import ModelMismatch
 from assistant.retrieval import Searcher
 from ingest.acl import glob_regex
 from ingest.parsers import parse
-from ingest.pipeline import IngestError, Ingestor
+from ingest.pipeline import IngestError, Ingestor, Shard
 from tests.conftest import SAMPLES, json_lines, run_cli
 
 
@@ -218,3 +218,32 @@ def test_reindex_rebuilds_from_the_sources(settings, corpus):
     again = run_cli("ingest", str(corpus), "--json", settings=settings)
     assert again.returncode == 0 and json_lines(again.stdout)[0]["unchanged"] == 8
     assert len(list((settings.data_dir / "generations").iterdir())) == 1
+
+
+def test_sharded_workers_split_the_files_and_together_index_all(settings, embedder, corpus):
+    shards = [Shard.parse(f"{i}/3") for i in (1, 2, 3)]
+    sources = [p.relative_to(corpus).as_posix() for p in corpus.rglob("*.*")]
+    assert all(sum(sh.owns(s) for sh in shards) == 1 for s in sources)  # exactly one owner
+    summaries = [Ingestor(settings, embedder).run(corpus, shard=shard) for shard in shards]
+    assert sum(s.added for s in summaries) == 8 and all(s.deleted == 0 for s in summaries)
+    assert sorted(s.files_seen for s in summaries) != [0, 0, 8]  # really split
+    index = Store(settings.data_dir)
+    fresh = settings.model_copy(update={"data_dir": settings.data_dir.parent / "whole"})
+    Ingestor(fresh, embedder).run(corpus)
+    root = str(corpus.resolve())
+    assert {s: i.hashes for s, i in index.manifest(root).items()} == {
+        s: i.hashes for s, i in Store(fresh.data_dir).manifest(root).items()
+    }
+    # a file deleted from the share of worker k is removed by worker k only
+    victim = "en/it-onboarding.txt"
+    (corpus / victim).unlink()
+    owner = next(sh for sh in shards if sh.owns(victim))
+    others = [Ingestor(settings, embedder).run(corpus, shard=sh) for sh in shards if sh != owner]
+    assert all(s.deleted == 0 for s in others) and victim in index.manifest(root)
+    assert Ingestor(settings, embedder).run(corpus, shard=owner).deleted == 1
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "a/b", "3"])
+def test_bad_shard_is_refused(text):
+    with pytest.raises(ValueError, match="--shard"):
+        Shard.parse(text)

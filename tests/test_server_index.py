@@ -310,6 +310,15 @@ def test_schema_and_stamp_in_the_collection(settings, model, local_client):
     assert index.description == "qdrant-client local mode (collection taimatsu)"
     index.ensure(model.stamp)  # a second ensure creates nothing
     assert len(recording.named("create_collection")) == 1
+    assert (created["shard_number"], created["replication_factor"]) == (1, 1)
+
+
+def test_cluster_shards_and_replicas_come_from_settings(settings, model, local_client):
+    recording = Recording(local_client)
+    cluster = settings.model_copy(update={"qdrant_shards": 6, "qdrant_replicas": 2})
+    ServerIndex(cluster, client=recording).ensure(model.stamp)  # type: ignore[arg-type]
+    (created,) = recording.named("create_collection")
+    assert (created["shard_number"], created["replication_factor"]) == (6, 2)
 
 
 def test_writes_wait_and_hybrid_filters_every_leg(settings, model, local_client, corpus):

@@ -78,14 +78,22 @@ def ingest(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print nothing when nothing changed.")
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="I/N: this worker takes the I-th of N shares of the files."),
+    ] = None,
 ) -> None:
     """Bring the index in line with a folder: add, update and remove documents."""
-    from ingest.pipeline import IngestBusy, Ingestor
+    from ingest.pipeline import IngestBusy, Ingestor, Shard
 
+    try:
+        share = Shard.parse(shard) if shard else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
     show_bar = sys.stderr.isatty() and not (quiet or as_json)
     try:
         with progress_bar(show_bar) as progress:
-            summary = Ingestor(Settings()).run(path, progress)
+            summary = Ingestor(Settings()).run(path, progress, share)
     except IngestBusy as exc:
         typer.echo(f"taimatsu: {exc}", err=True)
         raise typer.Exit(EXIT_BUSY) from None
