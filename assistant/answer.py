@@ -19,7 +19,7 @@ from assistant.conversation import (
     condense_messages,
     fallback_question,
 )
-from assistant.llm import LLMUnavailable, complete, make_llm, stream_chat
+from assistant.llm import LLMUnavailable, OllamaPool
 from assistant.prompt import build_messages, check_citations, language_of
 from assistant.retrieval import Passage, Searcher
 from assistant.settings import Settings
@@ -95,7 +95,7 @@ class Answerer:
     def __init__(self, settings: Settings, searcher: Searcher, llm: Ollama | None = None) -> None:
         self.settings = settings
         self.searcher = searcher
-        self.llm = llm or make_llm(settings)
+        self.ollama = OllamaPool(settings, llm)
 
     def _message(self, reason: str, question: str) -> str:
         template = _MESSAGES[reason][language_of(question)]
@@ -118,7 +118,7 @@ class Answerer:
         if not history:
             return question
         try:
-            text = complete(self.llm, self.settings, condense_messages(history, question))
+            text = self.ollama.complete(condense_messages(history, question))
         except LLMUnavailable:
             return fallback_question(history, question)
         return clean_question(text, question)
@@ -144,7 +144,7 @@ class Answerer:
         parts: list[str] = []
         try:
             messages = build_messages(search_for, passages, original=question)
-            for delta in stream_chat(self.llm, self.settings, messages):
+            for delta in self.ollama.stream_chat(messages):
                 parts.append(delta)
                 yield "delta", delta
         except LLMUnavailable as exc:

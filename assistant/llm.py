@@ -9,6 +9,7 @@ should get the passages at once).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -32,10 +33,15 @@ class LLMUnavailable(Exception):
         self.reason = reason  # a key of _MESSAGES
 
 
-def make_llm(settings: Settings) -> Ollama:
+def hosts(settings: Settings) -> list[str]:
+    """TAIMATSU_OLLAMA_HOST may list several servers, comma-separated (replicas)."""
+    return [h.strip().rstrip("/") for h in settings.ollama_host.split(",") if h.strip()]
+
+
+def make_llm(settings: Settings, host: str | None = None) -> Ollama:
     return Ollama(
         model=settings.llm_model,
-        base_url=settings.ollama_host,
+        base_url=host or hosts(settings)[0],
         context_window=settings.llm_context_window,  # explicit: -1 asks the server
         request_timeout=settings.llm_request_timeout,
         keep_alive=settings.llm_keep_alive,
@@ -43,7 +49,7 @@ def make_llm(settings: Settings) -> Ollama:
     )
 
 
-def stream_chat(llm: Ollama, settings: Settings, messages: list[dict[str, str]]) -> Iterator[str]:
+def stream_chat(llm: Ollama, messages: list[dict[str, str]]) -> Iterator[str]:
     """The model's answer as text deltas; raises LLMUnavailable with a reason."""
     chat = [ChatMessage(**m) for m in messages]
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
@@ -59,40 +65,66 @@ def stream_chat(llm: Ollama, settings: Settings, messages: list[dict[str, str]])
             raise LLMUnavailable("missing" if exc.status_code == 404 else "broken") from exc
         except _RESETS as exc:
             if started or delay is None:
-                log.warning("ollama stream broke at %s: %r", settings.ollama_host, exc)
+                log.warning("ollama stream broke at %s: %r", llm.base_url, exc)
                 raise LLMUnavailable("broken" if started else "unreachable") from exc
             log.info("ollama reset the connection (attempt %d); retrying", attempt + 1)
             time.sleep(delay)
         except (ConnectionError, httpx.HTTPError, OSError) as exc:
-            log.warning("ollama unavailable at %s: %r", settings.ollama_host, exc)
+            log.warning("ollama unavailable at %s: %r", llm.base_url, exc)
             raise LLMUnavailable("broken" if started else "unreachable") from exc
 
 
-def complete(llm: Ollama, settings: Settings, messages: list[dict[str, str]]) -> str:
-    """A whole (short) answer at once, with the same errors as stream_chat."""
-    return "".join(stream_chat(llm, settings, messages))
+class OllamaPool:
+    """The configured Ollama servers: each request starts at the next server in turn (so
+    replicas share the load), and one that cannot be reached is skipped for the next."""
+
+    def __init__(self, settings: Settings, llm: Ollama | None = None) -> None:
+        self.llms = [llm] if llm else [make_llm(settings, host) for host in hosts(settings)]
+        self._turn = itertools.count()
+
+    def stream_chat(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        start = next(self._turn)
+        for i in range(len(self.llms)):
+            llm = self.llms[(start + i) % len(self.llms)]
+            try:
+                yield from stream_chat(llm, messages)
+                return
+            except LLMUnavailable as exc:
+                if exc.reason != "unreachable" or i == len(self.llms) - 1:
+                    raise
+                log.warning("ollama at %s unreachable; trying the next server", llm.base_url)
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        """A whole (short) answer at once, with the same errors as stream_chat."""
+        return "".join(self.stream_chat(messages))
 
 
 def ollama_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
-    """Server version and whether the configured model is present, without raising."""
+    """Each server's version and whether it has the model; the first reachable one
+    speaks for all in the top-level fields. Never raises."""
+    servers = [_server_health(host, settings.llm_model, timeout) for host in hosts(settings)]
+    first = next((s for s in servers if s["reachable"]), servers[0])
+    return {**first, "host": settings.ollama_host, "servers": servers}
+
+
+def _server_health(host: str, wanted: str, timeout: float) -> dict[str, Any]:
     health: dict[str, Any] = {
-        "host": settings.ollama_host,
-        "model": settings.llm_model,
+        "host": host,
+        "model": wanted,
         "reachable": False,
         "version": None,
         "model_present": False,
     }
     try:
-        with httpx.Client(base_url=settings.ollama_host, timeout=timeout, trust_env=False) as c:
+        with httpx.Client(base_url=host, timeout=timeout, trust_env=False) as c:
             health["version"] = c.get("/api/version").raise_for_status().json().get("version")
             health["reachable"] = True
             models = c.get("/api/tags").raise_for_status().json().get("models", [])
     except (httpx.HTTPError, ValueError) as exc:
         reason = exc.__class__.__name__
-        health["error"] = f"Ollama at {settings.ollama_host} is unreachable ({reason})"
+        health["error"] = f"Ollama at {host} is unreachable ({reason})"
         return health
     names = {m.get("name") for m in models} | {m.get("model") for m in models}
-    wanted = settings.llm_model
     health["model_present"] = wanted in names or (":" not in wanted and f"{wanted}:latest" in names)
     if not health["model_present"]:
         health["error"] = f"model {wanted} is missing; run `ollama pull {wanted}`"

@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     lock_timeout: float = Field(
         30.0, ge=0, description="Seconds to wait for the embedded store held by another process."
     )
-    ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434",
+        description="Ollama server URL; several, comma-separated, are used in turn (replicas).",
+    )
     llm_model: str = Field("qwen2.5:7b", description="Ollama model that writes the answers.")
     llm_context_window: int = Field(8192, ge=512, description="Context window given to Ollama.")
     llm_request_timeout: float = Field(

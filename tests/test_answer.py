@@ -266,3 +266,16 @@ def test_a_reset_before_the_first_token_is_retried(sample_settings, embedder):
         )
     assert len([r for r in server.requests if r["path"] == "/api/chat"]) == 2
     assert answer.mode == GENERATED and answer.cited
+
+
+def test_ollama_replicas_take_turns_and_an_unreachable_one_is_skipped(sample_settings, embedder):
+    from tests.conftest import closed_port_url
+
+    question = "When are taxi fares reimbursed?"
+    with FakeOllama() as first, FakeOllama() as second:
+        hosts = f"{first.url},{closed_port_url()},{second.url}"
+        answerer = _answerer(sample_settings, embedder, hosts)
+        modes = [answerer.ask(question, ["everyone"]).mode for _ in range(3)]
+        served = [len(first.requests), len(second.requests)]
+    assert modes == [GENERATED] * 3
+    assert sorted(served) == [1, 2]  # turns: first, (dead one skipped) second, first
