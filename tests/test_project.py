@@ -34,19 +34,68 @@ def test_imports_point_one_way():
     assert not wrong
 
 
-def test_compose_file_is_valid_and_keeps_services_internal():
+def _compose(*files: str) -> dict:
+    """The merged configuration, as docker-compose itself resolves it (offline)."""
     compose = need_binary("docker-compose")
-    result = subprocess.run(
-        [compose, "-f", str(ROOT / "compose.yaml"), "config", "-q"],
-        capture_output=True, text=True, cwd=ROOT, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    assert set(spec["services"]) >= {"qdrant", "ollama", "ui", "ingest"}
+    args = [arg for name in files for arg in ("-f", str(ROOT / name))]
+    check = subprocess.run(
+        [compose, *args, "config", "-q"], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert check.returncode == 0, check.stderr
+    merged = subprocess.run(
+        [compose, *args, "config"], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    return yaml.safe_load(merged.stdout)
+
+
+def test_compose_keeps_everything_internal_but_the_page():
+    spec = _compose("compose.yaml")
+    services = spec["services"]
+    assert set(services) == {"qdrant", "ollama", "ui", "ingest"}
     assert spec["networks"]["internal"]["internal"] is True
-    published = [name for name, svc in spec["services"].items() if svc.get("ports")]
-    assert published == ["ui"]
-    assert spec["services"]["qdrant"]["environment"]["QDRANT__TELEMETRY_DISABLED"] == "true"
+    assert [name for name, svc in services.items() if svc.get("ports")] == ["ui"]
+    for name, svc in services.items():
+        networks = set(svc["networks"])
+        assert networks == ({"internal", "public"} if name == "ui" else {"internal"}), name
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    assert services["qdrant"]["environment"]["QDRANT__TELEMETRY_DISABLED"] == "true"
+    assert any("qdrant-storage" in str(v) for v in services["qdrant"]["volumes"])
+    assert any("ollama-models" in str(v) for v in services["ollama"]["volumes"])
+    for app in ("ui", "ingest"):
+        env = services[app]["environment"]
+        assert env["TAIMATSU_QDRANT_URL"] == "http://qdrant:6333"
+        assert env["HF_HUB_OFFLINE"] == "1"
+    assert "taimatsu ingest" in " ".join(services["ingest"]["command"])
+    assert "TAIMATSU_INGEST_EVERY" in services["ingest"]["environment"]
+
+
+def test_cluster_layout_splits_ingestion_and_spreads_ollama():
+    services = _compose("compose.yaml", "compose.cluster.yaml")["services"]
+    assert {"qdrant", "qdrant-2", "qdrant-3", "ollama", "ollama-2"} <= set(services)
+    shards = sorted(
+        " ".join(svc["command"]).split("--shard ")[1].split()[0]
+        for name, svc in services.items()
+        if name.startswith("ingest")
+    )
+    assert shards == ["1/3", "2/3", "3/3"]
+    ui = services["ui"]["environment"]
+    assert ui["TAIMATSU_OLLAMA_HOST"].count("http://") == 2
+    assert int(ui["TAIMATSU_QDRANT_SHARDS"]) > 1 and int(ui["TAIMATSU_QDRANT_REPLICAS"]) > 1
+    assert all(
+        services[n]["environment"]["QDRANT__CLUSTER__ENABLED"] == "true"
+        for n in ("qdrant", "qdrant-2", "qdrant-3")
+    )
+    assert [n for n, svc in services.items() if svc.get("ports")] == ["ui"]
+
+
+def test_dockerfile_is_cpu_only_offline_and_not_root():
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert "torch==2.13.0" in text and "whl/cpu" in text
+    assert "HF_HUB_OFFLINE=1" in text and "model.safetensors" in text
+    users = [ln for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1] != "USER root"
+    assert lines.index(users[-1]) < lines.index(next(ln for ln in lines if ln.startswith("CMD")))
 
 
 def test_ingest_command_reports_failures_with_its_own_exit_code(settings, tmp_path):
