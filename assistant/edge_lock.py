@@ -45,7 +45,7 @@ class SharedShard:
         self.lock = threading.RLock()
         self.handle: EdgeShard | None = None
         self.last_used = 0.0
-        self._opened: Path | None = None  # the generation the handle belongs to
+        self._opened: tuple[str, int] | None = None  # the folder (path, inode) it reads
         self._probe_fd: int | None = None
 
     # -- the intent lock -----------------------------------------------------------
@@ -80,10 +80,10 @@ class SharedShard:
             if self.writer_waiting():
                 self._close()
                 _wait(lambda: not self.writer_waiting(), deadline)
-            if self.handle is not None and self._opened != self.shard_path.resolve():
-                self._close()  # the index was rebuilt and switched: read the new one
+            if self.handle is not None and self._opened != self._identity():
+                self._close()  # rebuilt and switched, or restored from a copy: reopen
             if self.handle is None:
-                self._opened = self.shard_path.resolve()
+                self._opened = self._identity()
                 self.handle = opener(deadline)
             yield self.handle
             self.last_used = time.monotonic()
@@ -110,6 +110,13 @@ class SharedShard:
                 self.lock.release()
         finally:
             os.close(fd)  # releases the flock
+
+    def _identity(self) -> tuple[str, int] | None:
+        try:
+            real = self.shard_path.resolve()
+            return str(real), real.stat().st_ino
+        except OSError:
+            return None
 
     def release(self) -> None:
         """Close this process's reader handle now (before the folder is switched or
