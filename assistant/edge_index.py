@@ -309,6 +309,14 @@ class EdgeIndex(Index):
                 info.groups = list(payload.get("groups") or [])
         return found
 
+    def document_groups(self, root: str, source: str) -> list[str] | None:
+        if not self.exists():
+            return None
+        flt = Filter(must=[*document_filter(root, source).must, _match("chunk", 0)])
+        with self.shard() as shard:
+            records, _ = shard.scroll(ScrollRequest(limit=1, filter=flt, with_payload=["groups"]))
+        return list((records[0].payload or {}).get("groups") or []) if records else None
+
     def roots(self) -> list[str]:
         if not self.exists():
             return []

@@ -151,6 +151,10 @@ class Index(ABC):
         """{source: DocInfo} of the documents indexed under `root`."""
 
     @abstractmethod
+    def document_groups(self, root: str, source: str) -> list[str] | None:
+        """Who may read a document now (None: not in the index)."""
+
+    @abstractmethod
     def roots(self) -> list[str]:
         """The source folders this index was built from."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from assistant import sparse
 from assistant.embedder import Embedder
@@ -22,6 +23,7 @@ class Passage:
     chunk_id: str
     similarity: float = 0.0
     coverage: float = 0.0
+    root: str = ""
 
     @classmethod
     def from_hit(cls, rank: int, hit: Hit) -> Passage:
@@ -36,6 +38,7 @@ class Passage:
             chunk_id=hit.id,
             similarity=hit.similarity,
             coverage=hit.coverage,
+            root=str(payload.get("root", "")),
         )
 
     def as_hit_json(self) -> dict[str, object]:
@@ -99,6 +102,19 @@ class Searcher:
         if self.reranker:
             hits = self.reranker.rerank(query, hits, limit)
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
+
+
+def readable_file(searcher: Searcher, root: str, source: str, groups: list[str]) -> Path | None:
+    """The original file of an indexed document, if the asker may read it now (checked
+    against the index at the time of asking) and it still lies inside its root."""
+    allowed = searcher.index.document_groups(root, source)
+    if allowed is None or not set(allowed) & {*groups, EVERYONE}:
+        return None
+    base = Path(root).resolve()
+    path = (base / source).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        return None
+    return path
 
 
 def current_versions(hits: list[Hit]) -> list[Hit]:

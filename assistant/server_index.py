@@ -370,6 +370,16 @@ class ServerIndex(Index):
             info.groups = list(payload.get("groups") or [])
         return found
 
+    def document_groups(self, root: str, source: str) -> list[str] | None:
+        if not self.exists():
+            return None
+        flt = models.Filter(
+            must=[_match("root", root), _match("source", source), _match("chunk", 0)]
+        )
+        for record in self._scroll(flt, ["groups"]):
+            return list((record.payload or {}).get("groups") or [])
+        return None
+
     def roots(self) -> list[str]:
         if not self.exists():
             return []

@@ -4,6 +4,7 @@ then an optional `taimatsu.toml` in the working directory, then the defaults bel
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -89,6 +90,40 @@ class Settings(BaseSettings):
     )
     llm_keep_alive: str = Field("30m", description="How long Ollama keeps the model loaded.")
     llm_temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
+    auth_mode: Literal["single", "header", "oidc"] = Field(
+        "single", description="Sign-in: single (one local user), header (proxy), oidc."
+    )
+    auth_user_header: str = Field(
+        "X-Forwarded-User", description="Header mode: the header naming the user."
+    )
+    auth_groups_header: str = Field(
+        "X-Forwarded-Groups", description="Header mode: the header listing groups (a,b)."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="Header mode: proxy addresses (or networks) whose headers are believed.",
+    )
+    oidc_provider_url: str | None = Field(
+        None, description="OIDC: the provider's issuer URL (its /.well-known document)."
+    )
+    oidc_client_id: str | None = Field(None, description="OIDC: client id.")
+    oidc_client_secret: str | None = Field(None, description="OIDC: client secret.")
+    oidc_redirect_uri: str | None = Field(
+        None, description="OIDC: this page's URL + /oauth2callback (default from the port)."
+    )
+    oidc_cookie_secret: str | None = Field(
+        None, description="OIDC: secret signing the login cookie (random if empty)."
+    )
+    oidc_groups_claim: str = Field("groups", description="OIDC: the claim with the groups.")
+    admin_groups: list[str] = Field(
+        default_factory=lambda: ["taimatsu-admins"],
+        description="Members of these groups see the administration page.",
+    )
+    upload_dir: Path | None = Field(
+        None, description="Folder that administrators upload into (ingested); empty = off."
+    )
+    upload_max_mb: float = Field(20.0, gt=0, description="Largest file an upload may be.")
+    upload_max_files: int = Field(20, ge=1, description="Most files in one upload.")
     ui_address: str = Field("127.0.0.1", description="Address the page listens on.")
     ui_port: int = Field(8501, ge=1, le=65535, description="Port of the page.")
 

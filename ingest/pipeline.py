@@ -35,6 +35,7 @@ from assistant.index import (
     Upsert,
     open_index,
 )
+from assistant.runs import record_run
 from assistant.settings import Settings
 from ingest.acl import Acl, AclError
 from ingest.chunker import Chunk, Chunker
@@ -190,7 +191,9 @@ class Ingestor:
     ) -> Summary:
         """One run, exclusive on this index (or on this shard of the sources)."""
         with ingest_lock(self.settings, shard):
-            return self.sync(folder, progress, shard)
+            summary = self.sync(folder, progress, shard)
+            record_run(self.settings.data_dir, summary.as_json())
+            return summary
 
     def sync(
         self, folder: Path, progress: Progress | None = None, shard: Shard | None = None

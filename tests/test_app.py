@@ -10,21 +10,25 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from assistant.edge_index import EdgeIndex
+from assistant.history import History
 from ingest.pipeline import Ingestor
 from tests.conftest import closed_port_url
 from tests.ollama_server import FakeOllama
-from ui.app import ERRORS
+from ui.i18n import STRINGS
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 
 
 @pytest.fixture
-def page(monkeypatch, sample_settings):
-    def start(ollama_url: str, data_dir: Path | None = None) -> AppTest:
+def page(monkeypatch, sample_settings, tmp_path):
+    def start(ollama_url: str, data_dir: Path | None = None, **env: str) -> AppTest:
         monkeypatch.setenv("TAIMATSU_DATA_DIR", str(data_dir or sample_settings.data_dir))
         monkeypatch.setenv("TAIMATSU_OLLAMA_HOST", ollama_url)
         monkeypatch.setenv("TAIMATSU_LOCK_TIMEOUT", "5")
+        for name, value in env.items():
+            monkeypatch.setenv(f"TAIMATSU_{name.upper()}", value)
         app = AppTest.from_file(APP, default_timeout=120)
+        app.session_state["language"] = "en"
         app.run()
         assert not app.exception
         return app
@@ -55,7 +59,7 @@ def test_answer_with_numbered_citations(page):
     assert len(labels) == 2 and not messages[1].warning
 
 
-def test_without_model_the_page_says_so_above_the_passages(page, tmp_path):
+def test_without_model_the_page_says_so_above_the_passages(page):
     app = _ask(page(closed_port_url()), "When are taxi fares reimbursed?")
     assistant = app.chat_message[1]
     assert "could not be reached" in assistant.warning[0].value
@@ -63,21 +67,41 @@ def test_without_model_the_page_says_so_above_the_passages(page, tmp_path):
     assert literal(assistant.expander[0].label).startswith("[1] en/expenses.html")
 
 
-def test_conversation_is_kept_and_new_chat_clears_it(page):
+def test_conversation_is_kept_listed_and_reopened(page, sample_settings):
     with FakeOllama() as server:
         app = _ask(page(server.url), "What is the minimum password length?")
         app = _ask(app, "在宅勤務は週何日までですか")
     assert [m.name for m in app.chat_message] == ["user", "assistant"] * 2
     condense = [r for r in server.requests if "standalone" in str(r["json"])]
     assert "minimum password length" in condense[0]["json"]["messages"][1]["content"]
-    app.sidebar.button[0].click().run()
+    past = History(sample_settings.data_dir).conversations("local")
+    assert past[0].title == "What is the minimum password length?"
+
+    new_chat = next(b for b in app.sidebar.button if b.label == STRINGS["new_chat"]["en"])
+    new_chat.click().run()
     assert not app.chat_message
+    reopen = next(b for b in app.sidebar.button if b.key == f"conv-{past[0].id}")
+    reopen.click().run()
+    assert [m.name for m in app.chat_message] == ["user", "assistant"] * 2
+    assert "minimum password length" in app.chat_message[0].markdown[0].value
+
+
+def test_feedback_is_stored_with_question_answer_and_sources(page, sample_settings):
+    with FakeOllama() as server:
+        app = _ask(page(server.url), "When are taxi fares reimbursed?")
+    app.chat_message[1].get("feedback")[0].set_value(0).run()  # thumbs down
+    app.text_input(key=next(k.key for k in app.text_input)).input("Wrong policy year").run()
+    next(b for b in app.button if b.label == STRINGS["feedback_send"]["en"]).click().run()
+    (stored,) = [f for f in History(sample_settings.data_dir).feedback()
+                 if f["question"] == "When are taxi fares reimbursed?"]  # fmt: skip
+    assert stored["rating"] == -1 and stored["comment"] == "Wrong policy year"
+    assert stored["sources"][0]["source"] == "en/expenses.html" and stored["answer"]
 
 
 def test_empty_index_answers_that_nothing_was_found(page, tmp_path):
     app = _ask(page("http://127.0.0.1:9", tmp_path / "empty"), "Anything?")
-    text = app.chat_message[1].markdown[0].value if app.chat_message[1].markdown else ""
-    assert text == "I found nothing about this in the documents you can read\\."
+    text = app.chat_message[1].markdown[0].value
+    assert literal(text) == "I found nothing about this in the documents you can read."
 
 
 def test_busy_index_is_one_sentence_not_a_traceback(page, sample_settings, monkeypatch):
@@ -86,7 +110,7 @@ def test_busy_index_is_one_sentence_not_a_traceback(page, sample_settings, monke
     with EdgeIndex(sample_settings.data_dir).shard(write=True):  # a writer holds the index
         _ask(app, "When are taxi fares reimbursed?")
     errors = app.chat_message[1].error
-    assert [e.value for e in errors] == [ERRORS["busy"]]
+    assert [e.value for e in errors] == [STRINGS["busy"]["en"]]
     assert not app.exception
 
 
@@ -111,3 +135,14 @@ def test_hostile_headings_and_sources_are_shown_literally(page, settings, embedd
     label = app.chat_message[1].expander[0].label
     assert literal(label) == f"[1] [evil](javascript:alert(1)).md, § {heading}"
     assert "](" not in label.replace("\\]\\(", "") and "**" not in label
+
+
+def test_japanese_interface_from_the_language_switch(page):
+    app = page(closed_port_url())
+    app.sidebar.radio(key="language_switch").set_value("ja").run()
+    assert app.chat_input[0].placeholder == STRINGS["ask"]["ja"]
+    assert any(b.label == STRINGS["new_chat"]["ja"] for b in app.sidebar.button)
+
+
+def test_every_string_has_both_languages():
+    assert all(set(texts) == {"en", "ja"} and all(texts.values()) for texts in STRINGS.values())

@@ -247,3 +247,15 @@ def test_sharded_workers_split_the_files_and_together_index_all(settings, embedd
 def test_bad_shard_is_refused(text):
     with pytest.raises(ValueError, match="--shard"):
         Shard.parse(text)
+
+
+def test_each_run_is_logged_for_the_admin_page(settings, embedder, corpus):
+    from assistant.runs import recent_runs
+
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.7 nothing")
+    Ingestor(settings, embedder).run(corpus)
+    Ingestor(settings, embedder).run(corpus)
+    first, second = recent_runs(settings.data_dir)[::-1]
+    assert (first["added"], second["unchanged"]) == (8, 8)
+    assert second["failed"] == [{"source": "broken.pdf", "error": first["failed"][0]["error"]}]
+    assert second["finished"] >= first["finished"]
