@@ -121,10 +121,10 @@ def open_page(
         old.unlink()
     with ExitStack() as stack:
 
-        def open_(ollama_host: str) -> Page:
+        def open_(ollama_host: str, locale: str = "en-US") -> Page:
             log_path = artifacts / "streamlit.log"
             url = stack.enter_context(serve_page(sample_settings, ollama_host, log_path))
-            context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, locale=locale)
             stack.callback(context.close)
             page = context.new_page()
             page.set_default_timeout(PAGE_MS)
@@ -215,3 +215,56 @@ def test_page_without_a_model_shows_the_passages_under_a_warning(open_page, arti
     assert alert_box and first_box and alert_box["y"] + alert_box["height"] <= first_box["y"]
     expect(page.get_by_test_id("stException")).to_have_count(0)
     page.screenshot(path=artifacts / "sources-only.png", full_page=True)
+
+
+def test_answer_streams_in_before_it_is_complete(open_page, artifacts):
+    words = " ".join(f"word{i}" for i in range(60))
+    with FakeOllama(reply=lambda messages: f"{words} [1]", chunk_delay=0.05) as server:
+        page = open_page(server.url)
+        box = page.get_by_test_id("stChatInputTextArea")
+        box.fill("When are taxi fares reimbursed?")
+        box.press("Enter")
+        partial = page.get_by_test_id("stChatMessage").filter(has_text="▌")
+        expect(partial).to_be_visible(timeout=ANSWER_MS)  # some words shown, more to come
+        shown = partial.inner_text()
+        assert "word0" in shown and "word59" not in shown
+        page.screenshot(path=artifacts / "streaming.png", full_page=True)
+        wait_for_run(page, timeout=ANSWER_MS)
+    final = page.get_by_test_id("stChatMessage").last
+    expect(final).to_contain_text("word59")
+    expect(final).not_to_contain_text("▌")
+
+
+def test_feedback_is_saved_from_the_page(open_page, sample_settings, artifacts):
+    from assistant.history import History
+
+    question = "What is the minimum password length for new joiners?"
+    with FakeOllama() as server:
+        page = open_page(server.url)
+        message = ask(page, question)
+        message.get_by_test_id("stFeedbackButton").last.click()  # thumbs down
+        wait_for_run(page)
+        comment = page.get_by_label("Comment (optional)")
+        comment.fill("The minimum changed last year")
+        comment.press("Enter")
+        wait_for_run(page)
+        page.get_by_role("button", name="Send feedback").click()
+        wait_for_run(page)
+    expect(page.get_by_text("Thank you for your feedback.")).to_be_visible()
+    page.screenshot(path=artifacts / "feedback.png", full_page=True)
+    stored = [f for f in History(sample_settings.data_dir).feedback() if f["question"] == question]
+    assert stored and stored[0]["rating"] == -1
+    assert stored[0]["comment"] == "The minimum changed last year"
+    assert stored[0]["sources"] and stored[0]["answer"]
+
+
+def test_japanese_interface_follows_the_browser(open_page, artifacts):
+    page = open_page(closed_port_url(), locale="ja-JP")
+    expect(page.get_by_test_id("stChatInputTextArea")).to_have_attribute(
+        "placeholder", "質問を入力してください"
+    )
+    expect(page.get_by_role("button", name="新しいチャット")).to_be_visible()
+    expect(page.get_by_text("社内文書から、出典付きで回答します。")).to_be_visible()
+    message = ask(page, "来客用の会議室の名前は何ですか")
+    expect(message.get_by_test_id("stAlertContainer")).to_contain_text("言語モデル")
+    page.screenshot(path=artifacts / "japanese.png", full_page=True)
