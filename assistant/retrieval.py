@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,19 @@ class Passage:
         return ", ".join(parts)
 
 
+class QuestionTooLong(ValueError):
+    """A question past max_question_chars, refused in one sentence in its language."""
+
+    def __init__(self, length: int, limit: int, japanese: bool) -> None:
+        message = (
+            f"質問が長すぎます（{length:,}文字）。{limit:,}文字以内にしてください。"
+            if japanese
+            else f"The question is too long ({length:,} characters); "
+            f"please keep it under {limit:,}."
+        )
+        super().__init__(message)
+
+
 class Searcher:
     """The embedder and the index, loaded once per process."""
 
@@ -86,6 +100,9 @@ class Searcher:
 
     def search(self, query: str, groups: list[str], k: int | None = None) -> list[Passage]:
         query = query.strip()
+        if len(query) > self.settings.max_question_chars:
+            japanese = bool(re.search(r"[\u3041-\u30ff\u4e00-\u9fff]", query[:2000]))
+            raise QuestionTooLong(len(query), self.settings.max_question_chars, japanese)
         if not query or not self.index.exists():
             return []
         self.check_model()

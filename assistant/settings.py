@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
+    max_question_chars: int = Field(
+        4000, ge=100, description="Longer questions are refused with a message (not truncated)."
+    )
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model per question.")
     min_similarity: float = Field(
         0.25,

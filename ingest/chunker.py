@@ -38,11 +38,18 @@ class Chunk:
         return f"{self.section}\n{self.text}" if self.section else self.text
 
 
+CHARS_PER_TOKEN_MAX = 8  # a bound on characters too: the model reads a 200 kB "word" as one token
+
+
 class Chunker:
     def __init__(self, count_tokens: Callable[[str], int], size: int, overlap: int) -> None:
         if overlap >= size:
             raise ValueError(f"chunk overlap ({overlap}) must be smaller than the size ({size})")
-        self._count = count_tokens
+
+        def count(text: str) -> int:
+            return max(count_tokens(text), -(-len(text) // CHARS_PER_TOKEN_MAX))
+
+        self._count = count
         self.size = size
         self._splitters: dict[int, SentenceSplitter] = {}
         self.overlap = overlap

@@ -137,6 +137,7 @@ def test_ask_and_status_commands(sample_settings):
         settings = sample_settings.model_copy(update={"ollama_host": server.url})
         result = run_cli("ask", "What is the minimum password length?", "--json", settings=settings)
         status = run_cli("status", "--json", settings=settings)
+        text = run_cli("status", settings=settings)
     assert result.returncode == 0, result.stderr
     (body,) = json_lines(result.stdout)
     assert set(body) >= {"question", "answer", "mode", "model", "citations"}
@@ -149,6 +150,8 @@ def test_ask_and_status_commands(sample_settings):
     assert report["ollama"]["reachable"] and report["ollama"]["model_present"]
     assert report["ollama"]["version"] == server.version
     assert report["ocr"]["available"] is (shutil.which("tesseract") is not None)
+    assert text.returncode == 0 and text.stdout.startswith("index: ok - 8 documents")
+    assert f"version {server.version}, model qwen2.5:7b present" in text.stdout
 
 
 def test_ask_without_ollama_from_the_command_line(sample_settings):
@@ -279,3 +282,20 @@ def test_ollama_replicas_take_turns_and_an_unreachable_one_is_skipped(sample_set
         served = [len(first.requests), len(second.requests)]
     assert modes == [GENERATED] * 3
     assert sorted(served) == [1, 2]  # turns: first, (dead one skipped) second, first
+
+
+@pytest.mark.parametrize(
+    ("question", "words"), [("why " * 25_000, "too long"), ("なぜ" * 50_000, "長すぎ")]
+)
+def test_a_huge_question_is_refused_in_one_sentence(sample_settings, embedder, question, words):
+    from assistant.retrieval import QuestionTooLong
+
+    with pytest.raises(QuestionTooLong) as refused:
+        _answerer(sample_settings, embedder, sample_settings.ollama_host).ask(question, [])
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_huge_question_from_the_command_line(sample_settings):
+    result = run_cli("ask", "x" * 100_000, "--json", settings=sample_settings)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "too long (100,000 characters)" in result.stderr

@@ -137,3 +137,14 @@ def test_japanese_chunks_split_on_sentence_ends(embedder):
     chunks = Chunker(embedder.count_tokens, size=64, overlap=8).chunks([Section(text)])
     assert len(chunks) > 3
     assert all(c.text.endswith("。") for c in chunks[:-1])
+
+
+def test_extremely_long_lines_and_invisible_characters_are_chunked(embedder):
+    rtl = "\u202eevil.exe\u202c"  # right-to-left override around a name
+    zero_width = "pass\u200bword"
+    line = "A" * 200_000  # one line, no spaces, no sentence end
+    sections = parse(Path("odd.txt"), f"{rtl} {zero_width}\n{line}\n".encode())
+    chunks = Chunker(embedder.count_tokens, size=200, overlap=20).chunks(sections)
+    assert len(chunks) > 10
+    assert all(embedder.count_tokens(c.embed_text) <= 202 for c in chunks)
+    assert rtl in chunks[0].text and zero_width in chunks[0].text  # kept as text, not dropped

@@ -18,7 +18,7 @@ from assistant.answer import GENERATED, SOURCES_ONLY, Answer, Answerer
 from assistant.conversation import Turn
 from assistant.history import History
 from assistant.index import StoreBusy, StoreError
-from assistant.retrieval import readable_file
+from assistant.retrieval import QuestionTooLong, readable_file
 from ui.auth import User
 from ui.i18n import t
 
@@ -111,6 +111,9 @@ def answer_live(answerer: Answerer, user: User, question: str, earlier: list[Tur
                 placeholder.markdown(plain(written) + " ▌")
             elif kind == "answer":
                 answer: Answer = payload
+    except QuestionTooLong as exc:
+        placeholder.warning(str(exc))
+        return {"question": question[:200], "answer": str(exc), "mode": "error", "citations": []}
     except StoreBusy:
         log.warning("index busy while answering", exc_info=True)
         return _error(placeholder, question, "busy")

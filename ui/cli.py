@@ -1,4 +1,4 @@
-"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui.
+"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui, bundle.
 
 Exit codes: 0 success; 1 the command failed (bad folder or ACL file, index locked or
 built by another model...); 2 wrong usage; 3 the ingestion run finished but some files
@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from assistant.settings import Settings
+from ui.bundle import bundle_app
 from ui.progress import progress_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
@@ -66,9 +67,10 @@ def _print_json(obj: Any) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from assistant.index import StoreError
+    from assistant.retrieval import QuestionTooLong
     from ingest.pipeline import IngestError
 
-    return (StoreError, IngestError, FileNotFoundError)
+    return (StoreError, IngestError, FileNotFoundError, QuestionTooLong)
 
 
 @app.command()
@@ -227,7 +229,7 @@ def status(as_json: JsonOpt = False) -> None:
         typer.echo(
             f"index: {'ok' if index['healthy'] else 'NOT OK'} - {index['documents']} documents, "
             f"{index['chunks']} chunks, model {index['embedding_model'].get('name')} "
-            f"({index['path']})"
+            f"({index['backend']})"
         )
         typer.echo(
             f"ollama: {'ok' if llm['reachable'] and llm['model_present'] else 'NOT OK'} - "
@@ -267,6 +269,9 @@ def ui(
     typer.echo(f"Taimatsu page on http://{settings.ui_address}:{port or settings.ui_port}")
     sys.stdout.flush()
     os.execv(sys.executable, args)
+
+
+app.add_typer(bundle_app, name="bundle")
 
 
 def main() -> None:
