@@ -118,6 +118,10 @@ class Settings(BaseSettings):
         None, description="OIDC: secret signing the login cookie (random if empty)."
     )
     oidc_groups_claim: str = Field("groups", description="OIDC: the claim with the groups.")
+    oidc_scopes: str = Field(
+        "openid profile email groups",
+        description="OIDC: scopes asked for; drop `groups` for providers that refuse it.",
+    )
     admin_groups: list[str] = Field(
         default_factory=lambda: ["taimatsu-admins"],
         description="Members of these groups see the administration page.",

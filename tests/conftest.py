@@ -75,7 +75,11 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 
 
 def run_cli(
-    *args: str, settings: Settings, stdin: str | None = None, timeout: float = 180
+    *args: str,
+    settings: Settings,
+    stdin: str | None = None,
+    timeout: float = 180,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed `taimatsu` console script against `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
@@ -85,6 +89,7 @@ def run_cli(
         TAIMATSU_LLM_MODEL=settings.llm_model,
         TAIMATSU_LOCK_TIMEOUT=str(settings.lock_timeout),
     )
+    env.update(extra_env or {})
     exe = Path(sys.executable).with_name("taimatsu")
     return subprocess.run(
         [str(exe), *args],

@@ -164,3 +164,9 @@ def test_ingest_draws_a_progress_bar_on_a_terminal_only(settings, tmp_path):
     screen = drawn.decode(errors="replace")
     assert "8/8" in screen and "file/s" in screen and "chunks=" in screen
     assert "8 added" in stdout and "\r" not in stdout  # the log line stays clean
+
+
+def test_single_user_mode_refuses_to_serve_a_network(settings):
+    network = settings.model_copy(update={"ui_address": "0.0.0.0"})
+    result = run_cli("ui", settings=network, extra_env={"TAIMATSU_UI_ADDRESS": "0.0.0.0"})
+    assert result.returncode == 1 and "TAIMATSU_AUTH_MODE=oidc or header" in result.stderr

@@ -20,6 +20,7 @@ import typer
 
 from assistant.settings import Settings
 from ui.bundle import bundle_app
+from ui.oidc import streamlit_args
 from ui.progress import progress_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
@@ -254,9 +255,14 @@ def ui(
 ) -> None:
     """Serve the web page."""
     settings = Settings()
+    if settings.auth_mode == "single" and not _loopback(settings.ui_address):
+        raise _fail(
+            f"single-user mode would make everyone who reaches {settings.ui_address} an "
+            "administrator; set TAIMATSU_AUTH_MODE=oidc or header to serve a network"
+        )
     app_file = Path(__file__).with_name("app.py")
     args = [
-        sys.executable, "-m", "streamlit", "run", str(app_file),
+        sys.executable, "-m", "ui.serve", "run", str(app_file),
         "--server.address", settings.ui_address,
         "--server.port", str(port or settings.ui_port),
         "--server.headless", "true",
@@ -266,12 +272,24 @@ def ui(
         "--client.toolbarMode", "minimal",
         "--client.showErrorDetails", "none",
     ]  # fmt: skip
+    args += streamlit_args(settings)
     typer.echo(f"Taimatsu page on http://{settings.ui_address}:{port or settings.ui_port}")
     sys.stdout.flush()
     os.execv(sys.executable, args)
 
 
 app.add_typer(bundle_app, name="bundle")
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def main() -> None:
