@@ -4,14 +4,16 @@ Qdrant Edge allows one open handle per shard folder (an OS lock), and opening on
 about 80 ms — ten times a query. So a reader keeps its handle open between queries, but
 only while nobody wants to write:
 
-- A writer first takes the intent lock (`write.intent` in the data folder, an exclusive
-  flock), then opens the shard — waiting for readers to let go —, writes, flushes,
-  closes and releases the intent.
+- Whoever opens the shard — reader or writer — first takes the intent lock (`write.intent`
+  in the data folder, an exclusive flock), so no two processes ever try to open it at
+  once and nobody tries while a writer holds it. A reader releases the intent once its
+  handle is open and keeps the handle; a writer keeps the intent until it has flushed
+  and closed.
 - Before each use a reader tests the intent lock (a non-blocking shared flock, a few
-  microseconds); while a writer waits, the reader closes its handle and waits for the
-  write to finish (bounded by the lock timeout), then reopens.
+  microseconds); when another process holds it (waiting to open, or writing), the
+  reader closes its handle and queues for the intent itself, then reopens.
 - A reaper thread closes a reader's handle once it has been idle for `hold` seconds, and
-  at once when a writer signals its intent, so a writer never waits for a quiet page.
+  at once when another process signals its intent, so nobody waits for a quiet page.
 
 A killed writer's flock is released by the kernel: there is no stale intent to clean.
 """
@@ -73,18 +75,34 @@ class SharedShard:
     # -- readers and writers ---------------------------------------------------------
 
     @contextmanager
+    def _intent(self, deadline: float) -> Iterator[None]:
+        """Hold the intent lock (exclusive) for the time given: nobody else opens the
+        shard meanwhile, and holders of a reader handle let go of theirs."""
+        self.intent_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.intent_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _wait(lambda: _try_flock(fd, fcntl.LOCK_EX), deadline)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    @contextmanager
     def read(self, deadline: float, opener: Callable[[float], EdgeShard]) -> Iterator[EdgeShard]:
+        """Reuse this process's handle unless somebody waits for the shard; otherwise open
+        it under the intent lock (never try to open while a writer holds the shard: a
+        failed open attempt by another process then loses some of the writer's updates,
+        seen with qdrant-edge-py 0.9)."""
         if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise TimeoutError
         try:
-            if self.writer_waiting():
-                self._close()
-                _wait(lambda: not self.writer_waiting(), deadline)
-            if self.handle is not None and self._opened != self._identity():
-                self._close()  # rebuilt and switched, or restored from a copy: reopen
+            if self.handle is not None and (
+                self.writer_waiting() or self._opened != self._identity()
+            ):
+                self._close()  # let the waiting process in; reopen after it
             if self.handle is None:
-                self._opened = self._identity()
-                self.handle = opener(deadline)
+                with self._intent(deadline):
+                    self._opened = self._identity()
+                    self.handle = opener(deadline)
             yield self.handle
             self.last_used = time.monotonic()
         finally:
@@ -93,10 +111,8 @@ class SharedShard:
 
     @contextmanager
     def write(self, deadline: float, opener: Callable[[float], EdgeShard]) -> Iterator[EdgeShard]:
-        self.intent_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.intent_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            _wait(lambda: _try_flock(fd, fcntl.LOCK_EX), deadline)
+        """The shard alone, from open to close, under the intent lock."""
+        with self._intent(deadline):
             if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise TimeoutError
             try:
@@ -108,8 +124,6 @@ class SharedShard:
                     shard.close()
             finally:
                 self.lock.release()
-        finally:
-            os.close(fd)  # releases the flock
 
     def _identity(self) -> tuple[str, int] | None:
         try:

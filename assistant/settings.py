@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         200, ge=32, description="Chunk size in embedding-model tokens (the model reads 256)."
     )
     chunk_overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
+    parse_timeout: float = Field(
+        120.0, ge=0, description="Seconds one file may take to parse; 0 = parse in-process."
+    )
+    parse_memory_mb: int = Field(
+        2048, ge=0, description="Address space of the parsing process (0 = no limit)."
+    )
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
     max_question_chars: int = Field(
         4000, ge=100, description="Longer questions are refused with a message (not truncated)."

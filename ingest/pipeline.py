@@ -39,7 +39,8 @@ from assistant.runs import record_run
 from assistant.settings import Settings
 from ingest.acl import Acl, AclError
 from ingest.chunker import Chunk, Chunker
-from ingest.parsers import ParseError, parse, supported
+from ingest.isolation import ParserWorker
+from ingest.parsers import ParseError, Section, parse, supported
 
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")
@@ -92,9 +93,10 @@ def chunk_id(root: str, source: str, doc_hash: str, n: int) -> str:
 
 def display_path(relative: Path) -> str:
     """A relative path as stored text: POSIX separators; bytes that are not UTF-8 (names
-    from other systems) shown as U+FFFD instead of breaking the payload."""
+    from other systems) written as \\xNN, which keeps two such names apart (U+FFFD made
+    caf\\xe9.txt and caf\\xe8.txt one document)."""
     raw = relative.as_posix()
-    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def walk(root: Path) -> Iterator[Path]:
@@ -177,6 +179,15 @@ class Ingestor:
         self._pending: list[Operation] = []
         self._pending_points = 0
         self._to_embed: list[tuple[str, str, str, list[Chunk], str, list[str]]] = []
+        self._worker: ParserWorker | None = None
+
+    def _parse(self, path: Path, data: bytes) -> list[Section]:
+        """In a worker process with a deadline and a memory limit (ingest/isolation.py)."""
+        if not self.settings.parse_timeout:
+            return parse(path, data)
+        if self._worker is None:
+            self._worker = ParserWorker(self.settings.parse_timeout, self.settings.parse_memory_mb)
+        return self._worker.parse(path, data)
 
     @property
     def chunker(self) -> Chunker:
@@ -191,9 +202,18 @@ class Ingestor:
     ) -> Summary:
         """One run, exclusive on this index (or on this shard of the sources)."""
         with ingest_lock(self.settings, shard):
-            summary = self.sync(folder, progress, shard)
+            try:
+                summary = self.sync(folder, progress, shard)
+            finally:
+                self.close()
             record_run(self.settings.data_dir, summary.as_json())
             return summary
+
+    def close(self) -> None:
+        """Stop the parsing process (a new one starts if the Ingestor is used again)."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
     def sync(
         self, folder: Path, progress: Progress | None = None, shard: Shard | None = None
@@ -287,7 +307,7 @@ class Ingestor:
                 self._count_new(summary, versions)
                 return
         try:
-            chunks = self.chunker.chunks(parse(path, data))
+            chunks = self.chunker.chunks(self._parse(path, data))
         except ParseError as exc:
             summary.failed.append({"source": source, "error": str(exc)})
             return

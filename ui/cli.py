@@ -135,9 +135,12 @@ def reindex(as_json: JsonOpt = False) -> None:
             ingestor = Ingestor(settings, index=staging)
             show_bar = sys.stderr.isatty() and not as_json
             summaries = []
-            for root in roots:
-                with progress_bar(show_bar) as progress:
-                    summaries.append(ingestor.sync(Path(root), progress))
+            try:
+                for root in roots:
+                    with progress_bar(show_bar) as progress:
+                        summaries.append(ingestor.sync(Path(root), progress))
+            finally:
+                ingestor.close()
             index.promote(staging)
     except IngestBusy as exc:
         typer.echo(f"taimatsu: {exc}", err=True)
