@@ -1,19 +1,193 @@
-"""The administration page (administrators only): index statistics and health."""
+"""The administration page (administrators only): what the index holds (documents and
+chunks, by file type and by source folder), the health of the index and of Ollama, the
+last ingestion runs and their failures, "Sync now", and uploads (ui/admin_upload.py).
+
+Long work runs in the background (ui/admin_jobs.py) and shows its progress here. Names
+of files and folders, and reasons from the pipeline, are shown literally (plain()).
+"""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from assistant.answer import Answerer
-from assistant.settings import Settings
+from assistant.index import Index, StoreError
+from assistant.runs import recent_runs
+from assistant.settings import EVERYONE, Settings
+from assistant.stats import engine_version, groups_in_index, index_stats
 from assistant.status import collect
+from ui import admin_jobs as jobs
+from ui.admin_progress import poll, say, show_failures, show_steps
+from ui.admin_upload import render_upload
 from ui.auth import User
+from ui.chat import plain
 from ui.i18n import t
+
+RUNS_SHOWN = 10
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _health(settings_json: str) -> dict[str, Any]:
+    """Index and Ollama health (Ollama may take its timeout to answer: kept 30 s)."""
+    settings = Settings.model_validate_json(settings_json)
+    return collect(settings)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _stats(settings_json: str, _index: Index, generation: str) -> dict[str, Any]:
+    """Counts, versions and groups; recomputed after each job (`generation`)."""
+    del settings_json, generation  # cache keys
+    try:
+        stats = index_stats(_index)
+        stats["groups"] = groups_in_index(_index)
+    except StoreError as exc:
+        return {"error": str(exc)}
+    stats["engine"] = engine_version(_index)
+    stats["exists"] = _index.exists()
+    return stats
+
+
+def _generation(settings: Settings) -> str:
+    job = jobs.current(settings)
+    return f"{job.id}:{job.finished}" if job else ""
+
+
+def show_index(stats: dict[str, Any]) -> None:
+    st.subheader(t("admin_index"))
+    if "error" in stats:
+        st.error(plain(f"{t('admin_index_error')}: {stats['error']}"))
+        return
+    if not stats["exists"]:
+        st.info(t("admin_no_index"))
+        return
+    documents, chunks = st.columns(2)
+    documents.metric(t("admin_documents"), stats["documents"])
+    chunks.metric(t("admin_chunks"), stats["chunks"])
+    counts = {t("admin_documents"): "documents", t("admin_chunks"): "chunks"}
+    by_kind, by_root = st.columns([2, 3])
+    with by_kind:
+        st.markdown(f"**{t('admin_by_kind')}**")
+        rows = [{t("admin_col_kind"): row["kind"]} | {k: row[v] for k, v in counts.items()}
+                for row in stats["by_kind"]]  # fmt: skip
+        st.dataframe(rows, hide_index=True, width="stretch")
+    with by_root:
+        st.markdown(f"**{t('admin_by_root')}**")
+        rows = [{k: row[v] for k, v in counts.items()} | {t("admin_col_root"): row["root"]}
+                for row in stats["by_root"]]  # fmt: skip
+        st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def show_health(settings: Settings, stats: dict[str, Any], health: dict[str, Any]) -> None:
+    title, refresh = st.columns([4, 1])
+    title.subheader(t("admin_health"))
+    if refresh.button(t("admin_refresh"), icon="🔁", key="admin-refresh"):
+        _health.clear()
+        _stats.clear()
+        st.rerun()
+    index = health["index"]
+    engine = stats.get("engine") or ""
+    where = plain(f"{index['backend']}{f' — {engine}' if engine else ''}")
+    if index["healthy"]:
+        st.success(f"{t('admin_index_ok')} · {t('admin_backend')}: {where}")
+        model = index.get("embedding_model") or {}
+        if model:
+            st.caption(plain(f"{t('admin_model')}: {model.get('name')} ({model.get('dim')})"))
+    else:
+        st.error(plain(f"{t('admin_index_error')}: {index.get('error', '')}") + f" · {where}")
+    for server in health["ollama"]["servers"]:
+        values = {"host": server["host"], "version": server.get("version") or "?",
+                  "model": server["model"]}  # fmt: skip
+        if not server["reachable"]:
+            st.error(say("admin_ollama_down", **values))
+        elif not server["model_present"]:
+            st.warning(say("admin_ollama_missing", **values))
+        else:
+            st.success(say("admin_ollama_ok", **values))
+
+
+def show_runs(settings: Settings) -> None:
+    st.subheader(t("admin_runs"))
+    runs = recent_runs(settings.data_dir, RUNS_SHOWN)
+    if not runs:
+        st.caption(t("admin_no_runs"))
+        return
+    columns = ["added", "updated", "unchanged", "deleted"]
+    rows = []
+    for run in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.get("finished", 0)))
+        row = {t("admin_col_finished"): when}
+        row |= {t(f"admin_col_{name}"): run.get(name, 0) for name in columns}
+        row[t("admin_col_failed")] = len(run.get("failed", []))
+        row[t("admin_col_seconds")] = round(float(run.get("seconds", 0)), 1)
+        row[t("admin_col_root")] = run.get("root", "")  # last: long paths do not hide counts
+        rows.append(row)
+    st.dataframe(rows, hide_index=True, width="stretch")
+    for run, row in zip(runs, rows, strict=True):
+        failed = run.get("failed", [])
+        label = say("admin_failures", count=len(failed), root=run.get("root", ""),
+                    when=row[t("admin_col_finished")])  # fmt: skip
+        show_failures(failed, label)
+
+
+def sync_folders(settings: Settings, roots: list[str]) -> list[str]:
+    """Every folder the index was built from, and the upload folder if there is one."""
+    folders = list(roots)
+    if settings.upload_dir is not None and Path(settings.upload_dir).is_dir():
+        upload = str(Path(settings.upload_dir).resolve())
+        if upload not in folders:
+            folders.append(upload)
+    return folders
+
+
+def show_sync(settings: Settings, index: Index) -> None:
+    st.subheader(t("admin_sync"))
+    st.caption(t("admin_sync_help"))
+    try:
+        roots = index.roots()
+    except StoreError:
+        roots = []
+    folders = sync_folders(settings, roots)
+    state = st.session_state
+    running = jobs.running(settings)
+    if st.button(t("admin_sync"), icon="🔄", type="primary", key="admin-sync",
+                 disabled=running is not None or not folders):  # fmt: skip
+        job, started = jobs.start(settings, jobs.SYNC, folders)
+        if started:
+            state.admin_sync_job = job.id
+        st.rerun()  # drawn again with the button disabled and the progress below
+    if not folders:
+        st.info(t("admin_sync_nothing"))
+    if running is not None:
+        upload = (state.get("admin_upload_result") or {}).get("job")
+        if running.id not in (state.get("admin_sync_job"), upload):  # another session's job
+            st.info(t("admin_job_running"))
+            poll(running.id)
+            return
+        if running.kind == jobs.SYNC:
+            poll(running.id)
+            return
+    finished = jobs.get(state.get("admin_sync_job"))
+    if finished is not None and not finished.running:
+        st.success(t("admin_sync_done"))
+        show_steps(finished)
 
 
 def render(settings: Settings, user: User, answerer: Answerer) -> None:
     if not user.admin:  # the page is not even listed for others; refuse a direct call too
-        st.error(t("not_allowed"))
+        st.error(t("admin_only"))
         return
     st.title(t("admin_page"))
-    st.json(collect(settings))
+    index = answerer.searcher.index
+    settings_json = settings.model_dump_json()
+    health = _health(settings_json)
+    stats = _stats(settings_json, index, _generation(settings))
+    show_index(stats)
+    show_health(settings, stats, health)
+    show_sync(settings, index)
+    render_upload(settings, sorted({EVERYONE, *settings.default_groups,
+                                    *stats.get("groups", [])}))  # fmt: skip
+    show_runs(settings)

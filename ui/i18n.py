@@ -59,6 +59,214 @@ STRINGS: dict[str, dict[str, str]] = {
         "ja": "回答中に問題が発生しました。もう一度お試しください。"
         "続く場合は管理者に連絡してください。",
     },
+    # -- the administration page (ui/admin*.py) --------------------------------------------
+    "admin_only": {
+        "en": "This page is for administrators.",
+        "ja": "このページは管理者専用です。",
+    },
+    "admin_index": {"en": "Index", "ja": "索引"},
+    "admin_documents": {"en": "Documents", "ja": "文書数"},
+    "admin_chunks": {"en": "Chunks", "ja": "チャンク数"},
+    "admin_by_kind": {"en": "By file type", "ja": "ファイル形式別"},
+    "admin_by_root": {"en": "By source folder", "ja": "取り込み元フォルダ別"},
+    "admin_col_kind": {"en": "Type", "ja": "形式"},
+    "admin_col_root": {"en": "Folder", "ja": "フォルダ"},
+    "admin_backend": {"en": "Stored in", "ja": "保存先"},
+    "admin_model": {"en": "Embedding model", "ja": "埋め込みモデル"},
+    "admin_no_index": {
+        "en": "No documents have been indexed yet; sync a folder or upload documents below.",
+        "ja": "まだ文書が登録されていません。"
+        "下でフォルダを同期するか、文書をアップロードしてください。",
+    },
+    "admin_index_error": {"en": "The index cannot be read", "ja": "索引を読み込めません"},
+    "admin_health": {"en": "Health", "ja": "稼働状況"},
+    "admin_refresh": {"en": "Check again", "ja": "再確認"},
+    "admin_index_ok": {"en": "Index: healthy", "ja": "索引：正常"},
+    "admin_ollama_ok": {
+        "en": "Ollama at {host}: version {version}, model {model} installed",
+        "ja": "Ollama（{host}）：バージョン {version}、モデル {model} はインストール済み",
+    },
+    "admin_ollama_missing": {
+        "en": "Ollama at {host}: version {version}, but the model {model} is missing "
+        "(run `ollama pull {model}` there); answers show passages only",
+        "ja": "Ollama（{host}）：バージョン {version}。モデル {model} がありません"
+        "（サーバーで `ollama pull {model}` を実行してください）。回答は該当箇所の表示のみです",
+    },
+    "admin_ollama_down": {
+        "en": "Ollama at {host}: unreachable; answers show passages only",
+        "ja": "Ollama（{host}）：接続できません。回答は該当箇所の表示のみです",
+    },
+    "admin_runs": {"en": "Recent ingestion runs", "ja": "最近の取り込み"},
+    "admin_no_runs": {"en": "No ingestion runs yet.", "ja": "まだ取り込みは行われていません。"},
+    "admin_col_finished": {"en": "Finished", "ja": "終了時刻"},
+    "admin_col_added": {"en": "Added", "ja": "追加"},
+    "admin_col_updated": {"en": "Updated", "ja": "更新"},
+    "admin_col_unchanged": {"en": "Unchanged", "ja": "変更なし"},
+    "admin_col_deleted": {"en": "Deleted", "ja": "削除"},
+    "admin_col_failed": {"en": "Failed", "ja": "失敗"},
+    "admin_col_seconds": {"en": "Seconds", "ja": "秒"},
+    "admin_failures": {
+        "en": "{count} file(s) failed in {root} ({when})",
+        "ja": "{root} で {count} 件のファイルが失敗（{when}）",
+    },
+    "admin_sync": {"en": "Sync now", "ja": "今すぐ同期"},
+    "admin_sync_help": {
+        "en": "Bring the index in line with every folder it was built from, and the upload "
+        "folder: new and changed files are indexed, deleted ones removed.",
+        "ja": "索引の取り込み元のすべてのフォルダとアップロード用フォルダを再確認し、"
+        "新しいファイルや変更されたファイルを登録し、削除されたファイルを索引から除きます。",
+    },
+    "admin_sync_nothing": {
+        "en": "No source folders are known yet: run `taimatsu ingest FOLDER` once, or set "
+        "TAIMATSU_UPLOAD_DIR and upload documents.",
+        "ja": "取り込み元のフォルダがまだありません。`taimatsu ingest FOLDER` を一度実行するか、"
+        "TAIMATSU_UPLOAD_DIR を設定して文書をアップロードしてください。",
+    },
+    "admin_job_running": {
+        "en": "An ingestion started from this page is running; its progress is shown below.",
+        "ja": "このページから開始した取り込みを実行中です。進行状況は下に表示されます。",
+    },
+    "admin_progress": {
+        "en": "{step}/{steps} {folder}: {done}/{total} files, {chunks} chunks embedded, "
+        "{rate} files/s, about {eta} s left",
+        "ja": "{step}/{steps} {folder}：{done}/{total} ファイル、{chunks} チャンク、"
+        "毎秒 {rate} ファイル、残り約 {eta} 秒",
+    },
+    "admin_progress_starting": {
+        "en": "{step}/{steps} {folder}: starting (after any other ingestion run finishes)…",
+        "ja": "{step}/{steps} {folder}：開始しています（他の取り込みが実行中なら終了を待ちます）…",
+    },
+    "admin_summary": {
+        "en": "{folder}: {added} added, {updated} updated, {unchanged} unchanged, "
+        "{deleted} deleted, {failed} failed; {chunks} chunks embedded in {seconds} s",
+        "ja": "{folder}：追加 {added}、更新 {updated}、変更なし {unchanged}、削除 {deleted}、"
+        "失敗 {failed}。{chunks} チャンクを {seconds} 秒で埋め込み",
+    },
+    "admin_sync_done": {"en": "Sync finished.", "ja": "同期が完了しました。"},
+    "admin_unexpected": {
+        "en": "ingestion stopped on an unexpected error; see the server log",
+        "ja": "予期しないエラーで取り込みが止まりました。サーバーのログを確認してください",
+    },
+    "admin_failed_files": {"en": "Files that could not be read", "ja": "読み込めなかったファイル"},
+    "admin_upload": {"en": "Upload documents", "ja": "文書のアップロード"},
+    "upload_files": {
+        "en": "Documents (at most {files} files of {mb} MB each)",
+        "ja": "文書（一度に {files} ファイルまで、各 {mb} MB まで）",
+    },
+    "upload_folder_is": {"en": "Saved into {folder}", "ja": "保存先：{folder}"},
+    "upload_groups": {"en": "Who may read them", "ja": "閲覧できるグループ"},
+    "upload_more_groups": {
+        "en": "Other groups (comma-separated)",
+        "ja": "その他のグループ（カンマ区切り）",
+    },
+    "upload_button": {"en": "Upload and index", "ja": "アップロードして登録"},
+    "upload_refused": {
+        "en": "{name} was refused: {reason}",
+        "ja": "{name} は受け付けません：{reason}",
+    },
+    "upload_renamed": {
+        "en": "{name} was saved as {saved}: an inner extension that could be run is neutralized.",
+        "ja": "{name} は {saved} として保存しました"
+        "（実行形式に見える途中の拡張子を無効化しました）。",
+    },
+    "upload_searchable": {
+        "en": "{name} is now searchable by: {groups}",
+        "ja": "{name} を検索できるようになりました（閲覧可能：{groups}）",
+    },
+    "upload_unreadable": {
+        "en": "{name} could not be read ({error}) and was removed from the upload folder; "
+        "fix it and upload it again.",
+        "ja": "{name} を読み込めなかったため（{error}）、アップロード用フォルダから削除しました。"
+        "修正してからもう一度アップロードしてください。",
+    },
+    "upload_not_indexed": {
+        "en": "The files were saved but not indexed yet ({error}); Sync now will index them.",
+        "ja": "ファイルは保存しましたが、まだ登録されていません（{error}）。"
+        "「今すぐ同期」で登録されます。",
+    },
+    "upload_empty_name": {"en": "the file has no name", "ja": "ファイル名がありません"},
+    "upload_absolute": {
+        "en": "an absolute path is not a file name",
+        "ja": "絶対パスはファイル名として使えません",
+    },
+    "upload_traversal": {
+        "en": "a name with '..' could point outside the upload folder",
+        "ja": "「..」を含む名前はアップロード用フォルダの外を指す可能性があります",
+    },
+    "upload_control": {
+        "en": "the name contains control or invisible characters",
+        "ja": "名前に制御文字または見えない文字が含まれています",
+    },
+    "upload_reserved_char": {
+        "en": 'the name contains a character file systems forbid (< > : " | ? *)',
+        "ja": 'ファイル名に使えない文字（< > : " | ? *）が含まれています',
+    },
+    "upload_device": {
+        "en": "{stem} is a reserved device name on Windows",
+        "ja": "{stem} は Windows の予約済みデバイス名です",
+    },
+    "upload_hidden": {
+        "en": "names starting with a dot are hidden files and are never indexed",
+        "ja": "ドットで始まる名前は隠しファイルのため登録されません",
+    },
+    "upload_trailing_dot": {"en": "the name ends with a dot", "ja": "名前がドットで終わっています"},
+    "upload_too_long": {
+        "en": "the name is longer than {limit} bytes",
+        "ja": "名前が {limit} バイトを超えています",
+    },
+    "upload_type": {
+        "en": "{suffix} files are not accepted; upload one of {accepted}",
+        "ja": "{suffix} ファイルは受け付けません。"
+        "次のいずれかをアップロードしてください：{accepted}",
+    },
+    "upload_too_big": {
+        "en": "{size} MB is over the {limit} MB limit",
+        "ja": "{size} MB は上限の {limit} MB を超えています",
+    },
+    "upload_empty": {"en": "the file is empty", "ja": "ファイルが空です"},
+    "upload_mismatch": {
+        "en": "the content is not a {type} file although the name ends in {suffix}",
+        "ja": "名前は {suffix} で終わっていますが、内容が {type} ファイルではありません",
+    },
+    "upload_not_text": {
+        "en": "the content is not text although the name ends in {suffix}",
+        "ja": "名前は {suffix} で終わっていますが、内容がテキストではありません",
+    },
+    "upload_too_many": {
+        "en": "{count} files at once is more than the limit of {limit}; nothing was saved",
+        "ja": "一度に {count} ファイルは上限の {limit} を超えています。何も保存していません",
+    },
+    "upload_no_groups": {
+        "en": "choose at least one group that may read the documents",
+        "ja": "文書を閲覧できるグループを少なくとも一つ選んでください",
+    },
+    "upload_bad_group": {
+        "en": "{group} is not a usable group name",
+        "ja": "{group} はグループ名として使えません",
+    },
+    "upload_off": {
+        "en": "Uploads are off: set TAIMATSU_UPLOAD_DIR to the folder uploads go into.",
+        "ja": "アップロードは無効です。保存先のフォルダを TAIMATSU_UPLOAD_DIR に設定してください。",
+    },
+    "upload_acl_override": {
+        "en": "Uploads are off because TAIMATSU_ACL_FILE is set: that file, not the groups "
+        "chosen here, would decide who reads uploaded documents.",
+        "ja": "TAIMATSU_ACL_FILE が設定されているため、アップロードは無効です。"
+        "ここで選んだグループではなく、そのファイルが閲覧権限を決めてしまいます。",
+    },
+    "upload_folder": {
+        "en": "the upload folder {folder} cannot be used ({reason})",
+        "ja": "アップロード用フォルダ {folder} を使用できません（{reason}）",
+    },
+    "upload_acl_unreadable": {
+        "en": "the upload folder's access list cannot be used ({reason}); fix it first",
+        "ja": "アップロード用フォルダのアクセスリストを使用できません（{reason}）。"
+        "先に修正してください",
+    },
+    "upload_busy": {
+        "en": "another upload is being saved; try again in a moment",
+        "ja": "別のアップロードを保存中です。少し待ってからもう一度お試しください",
+    },
 }
 
 

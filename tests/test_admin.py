@@ -1,0 +1,383 @@
+"""The administration page: through Streamlit's AppTest (the real app script, in-process)
+over its own index of a copy of the samples plus a file that fails, with uploads on; and once
+in a real browser, upload a document and find it cited on the chat page."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from assistant.edge_index import EdgeIndex
+from assistant.retrieval import Searcher
+from assistant.settings import Settings
+from ingest.acl import ACL_FILE_NAME, Acl
+from ingest.pipeline import Ingestor, ingest_lock
+from tests.conftest import SAMPLES, closed_port_url
+from tests.ollama_server import FakeOllama
+from tests.test_app import APP, literal
+from ui import admin_jobs
+from ui.auth import User
+from ui.i18n import STRINGS
+
+JOB_SECONDS = 120
+NARWHAL = b"# Narwhal husbandry\n\nNarwhal tusks are measured every spring by the marine team.\n"
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module() -> Iterator[None]:
+    """AppTest installs the script it runs as `__main__` and leaves it there; a process
+    started with multiprocessing's "spawn" (the parser worker) runs `__main__` again, so a
+    test that ingests after an AppTest would run that script first. Put it back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
+@pytest.fixture(scope="module")
+def admin_env(tmp_path_factory: pytest.TempPathFactory, embedder) -> tuple[Settings, Path]:
+    """A copy of the samples plus a PDF that cannot be read, ingested into its own index
+    (the tests upload and sync into it); uploads go to a folder beside it."""
+    base = tmp_path_factory.mktemp("admin")
+    docs = base / "docs"
+    shutil.copytree(SAMPLES, docs)
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not really a PDF\n")
+    settings = Settings(
+        data_dir=base / "data",
+        ollama_host=closed_port_url(),
+        lock_timeout=10,
+        upload_dir=base / "uploads",
+    )
+    summary = Ingestor(settings, embedder).run(docs)
+    assert [f["source"] for f in summary.failed] == ["broken.pdf"]
+    return settings, docs.resolve()
+
+
+@pytest.fixture
+def admin_page(monkeypatch, admin_env) -> Callable[..., AppTest]:
+    settings, _ = admin_env
+
+    def open_(ollama_url: str, language: str = "en") -> AppTest:
+        monkeypatch.setenv("TAIMATSU_DATA_DIR", str(settings.data_dir))
+        monkeypatch.setenv("TAIMATSU_UPLOAD_DIR", str(settings.upload_dir))
+        monkeypatch.setenv("TAIMATSU_OLLAMA_HOST", ollama_url)
+        monkeypatch.setenv("TAIMATSU_LOCK_TIMEOUT", "10")
+        app = AppTest.from_file(APP, default_timeout=120)
+        app.session_state["language"] = language
+        app.run()
+        return switch_to_admin(app)
+
+    return open_
+
+
+def switch_to_admin(app: AppTest) -> AppTest:
+    """AppTest.switch_page() takes page files; the app's pages are functions, so ask for
+    the page by the hash st.navigation registered for its url path."""
+    pages = {info.get("url_pathname"): h for h, info in app._registered_pages.items()}
+    assert "admin" in pages, "the administration page is not in the navigation"
+    app._page_hash = pages["admin"]
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def texts(elements) -> list[str]:
+    return [literal(e.value) for e in elements]
+
+
+def outside_the_index(base: Path) -> set[str]:
+    """Every path under the test's folder (and its parent) but the index's own."""
+    data = base / "data"
+    return {
+        str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+        for path in [*base.rglob("*"), *base.parent.iterdir()]
+        if not path.is_relative_to(data)
+    }
+
+
+def finish(settings: Settings) -> admin_jobs.Job:
+    job = admin_jobs.current(settings)
+    assert job is not None and admin_jobs.wait(job, JOB_SECONDS), "the page's job did not end"
+    return job
+
+
+def test_page_shows_the_index_the_runs_with_failures_and_health(admin_page, admin_env):
+    settings, docs = admin_env
+    with FakeOllama() as server:
+        ollama = server.url
+        app = admin_page(ollama)
+    counts = EdgeIndex(settings.data_dir).counts()
+    assert [m.value for m in app.metric] == [str(counts["documents"]), str(counts["chunks"])]
+    by_kind, by_root, runs = (d.value for d in app.dataframe)
+    assert {"pdf", "docx", "html", "md", "txt"} <= set(by_kind["Type"])
+    assert by_kind["Documents"].sum() == counts["documents"]
+    assert by_kind["Chunks"].sum() == counts["chunks"]
+    docs_row = by_root[by_root["Folder"] == str(docs)].iloc[0]
+    assert (docs_row["Documents"], docs_row["Chunks"]) == (8, counts["chunks"])
+
+    first_run = runs[runs["Folder"] == str(docs)].iloc[-1]
+    assert (first_run["Added"], first_run["Failed"]) == (8, 1)
+    failures = [e for e in app.expander if "failed in" in literal(e.label)]
+    assert literal(failures[-1].label).startswith(f"1 file(s) failed in {docs} (")
+    assert literal(failures[-1].markdown[0].value).startswith("broken.pdf: unreadable PDF")
+
+    healthy = texts(app.success)
+    assert any(line.startswith("Index: healthy · Stored in: embedded") for line in healthy)
+    assert "qdrant-edge-py" in healthy[0]
+    assert f"Ollama at {ollama}: version 0.12.3, model qwen2.5:7b installed" in healthy
+
+    with FakeOllama(models=()) as empty:
+        missing = admin_page(empty.url)
+    assert "the model qwen2.5:7b is missing" in texts(missing.warning)[0]
+    down = closed_port_url()
+    assert texts(admin_page(down).error) == [
+        f"Ollama at {down}: unreachable; answers show passages only"
+    ]
+    japanese = admin_page(down, language="ja")
+    assert japanese.title[0].value == STRINGS["admin_page"]["ja"]
+    assert STRINGS["admin_sync"]["ja"] in [s.value for s in japanese.subheader]
+
+
+def test_upload_is_checked_then_searchable_by_the_chosen_group_only(
+    admin_page, admin_env, embedder
+):
+    settings, docs = admin_env
+    base = docs.parent
+    before = outside_the_index(base)
+    app = admin_page(closed_port_url())
+    app.file_uploader[0].set_value(
+        [
+            ("narwhal-care.md", NARWHAL, "text/markdown"),
+            ("../../escape.md", NARWHAL, "text/markdown"),
+            ("CON.md", NARWHAL, "text/markdown"),
+            ("fake.pdf", b"MZ\x90\x00\x03\x00\x00\x00", "application/pdf"),
+            ("tool.exe", b"MZ\x90\x00", "application/octet-stream"),  # past the browser
+        ]
+    ).run()
+    app.multiselect(key="admin-upload-groups").set_value([]).run()
+    app.text_input(key="admin-upload-extra").input("marine").run()
+    app.button(key="admin-upload").click().run()
+    assert not app.exception, app.exception
+    refused = [line for line in texts(app.error) if "was refused" in line]
+    assert refused == [
+        "../../escape.md was refused: a name with '..' could point outside the upload folder",
+        "CON.md was refused: CON is a reserved device name on Windows",
+        "fake.pdf was refused: the content is not a PDF file although the name ends in .pdf",
+        "tool.exe was refused: .exe files are not accepted; upload one of .csv .docx .eml .htm "
+        ".html .markdown .md .pdf .pptx .tsv .txt .xlsx",
+    ]
+
+    job = finish(settings)
+    app.run()
+    assert "narwhal-care.md is now searchable by: marine" in texts(app.success)
+    upload_dir = Path(settings.upload_dir).resolve()
+    assert job.folders == [str(upload_dir)]
+    assert sorted(p.name for p in upload_dir.iterdir()) == [
+        ".taimatsu-acl.toml", ".taimatsu-upload.lock", "narwhal-care.md"
+    ]  # fmt: skip
+    assert Acl.for_folder(upload_dir, None).groups_for("narwhal-care.md") == ["marine"]
+    assert outside_the_index(base) - before == {"uploads"} | {
+        f"uploads/{name}" for name in (".taimatsu-acl.toml", ".taimatsu-upload.lock",
+                                       "narwhal-care.md")
+    }  # fmt: skip
+
+    searcher = Searcher(settings, embedder)
+    question = "When are narwhal tusks measured?"
+    assert searcher.search(question, ["marine"])[0].source == "narwhal-care.md"
+    assert all(p.source != "narwhal-care.md" for p in searcher.search(question, ["hr"]))
+    assert all(p.source != "narwhal-care.md" for p in searcher.search(question, []))
+
+
+def test_sync_now_shows_progress_then_each_folder_summary(admin_page, admin_env, embedder):
+    settings, docs = admin_env
+    (docs / "bicycle-policy.md").write_text(
+        "# Bicycles\n\nBicycles may be parked in the basement garage overnight.\n", "utf-8"
+    )
+    (docs / "en" / "it-onboarding.txt").unlink()
+    app = admin_page(closed_port_url())
+    with ingest_lock(settings):  # the scheduled run holds the index: the job waits for it
+        app.button(key="admin-sync").click().run()
+        assert not app.exception, app.exception
+        (bar,) = app.progress
+        assert literal(bar.text).startswith("1/")
+        assert "starting (after any other ingestion run finishes)" in literal(bar.text)
+        assert app.button(key="admin-sync").disabled
+    job = finish(settings)
+    app.run()
+    assert "Sync finished." in texts(app.success)
+    lines = texts(app.success) + texts(app.warning)
+    assert any(line.startswith(f"{docs}: 1 added, 0 updated, 7 unchanged, 1 deleted, 1 failed")
+               for line in lines), lines  # fmt: skip
+    upload_dir = str(Path(settings.upload_dir).resolve())
+    if (Path(upload_dir) / ACL_FILE_NAME).exists():  # the upload test ran before this one
+        assert upload_dir in job.folders
+    assert not app.button(key="admin-sync").disabled
+    hits = Searcher(settings, embedder).search("Where can bicycles be parked?", [])
+    assert hits[0].source == "bicycle-policy.md"
+
+
+def test_an_upload_while_another_run_holds_the_index_waits_for_the_next_sync(
+    admin_page, admin_env, monkeypatch
+):
+    settings, _ = admin_env
+    monkeypatch.setattr(admin_jobs, "PAGE_INGEST_WAIT", 0.3)
+    app = admin_page(closed_port_url())
+    with ingest_lock(settings):  # held past the job's wait
+        app.file_uploader[0].set_value(("walrus.md", b"# Walrus\n\nTusks.\n", "text/plain"))
+        app.run()
+        app.button(key="admin-upload").click().run()
+        finish(settings)
+    app.run()
+    (warning,) = texts(app.warning)
+    assert warning.startswith(
+        "The files were saved but not indexed yet (another ingestion run is using the index"
+    )
+    assert warning.endswith("); Sync now will index them.")
+    assert (Path(settings.upload_dir) / "walrus.md").is_file()
+
+
+def test_the_page_is_for_administrators_only(monkeypatch, admin_env):
+    settings, _ = admin_env
+    monkeypatch.setenv("TAIMATSU_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setattr("ui.auth.current_user", lambda s: User("bob", "bob", ("hr",), False))
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.session_state["language"] = "en"
+    app.run()
+    assert [i.get("url_pathname") for i in app._registered_pages.values()] == [""]  # ask only
+
+    def direct_call() -> None:
+        from ui import admin
+        from ui.auth import User
+
+        admin.render(None, User("bob", "bob", ("hr",), False), None)  # type: ignore[arg-type]
+
+    called = AppTest.from_function(direct_call)
+    called.session_state["language"] = "en"
+    called.run()
+    assert [e.value for e in called.error] == [STRINGS["admin_only"]["en"]]
+    assert not called.title
+
+
+def test_statistics_are_the_same_on_both_backends(tmp_path, embedder):
+    """assistant/stats.py asks each backend in its own terms; the answers agree."""
+    from qdrant_client import QdrantClient
+
+    from assistant.server_index import ServerIndex
+    from assistant.stats import groups_in_index, index_stats
+
+    docs = tmp_path / "docs"
+    (docs / "hr").mkdir(parents=True)
+    (docs / "a.md").write_text("# Alpha\n\nAlpha is the first letter.\n", "utf-8")
+    (docs / "b.txt").write_text("Beta follows alpha in the Greek alphabet.\n", "utf-8")
+    (docs / "hr" / "pay.md").write_text("# Pay\n\nSalaries are paid monthly.\n", "utf-8")
+    (docs / ACL_FILE_NAME).write_text('[[rule]]\npattern = "hr/**"\ngroups = ["hr"]\n', "utf-8")
+    settings = Settings(data_dir=tmp_path / "data", ollama_host=closed_port_url())
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        indexes = [EdgeIndex(settings.data_dir), ServerIndex(settings, client=client)]
+        for index in indexes:
+            Ingestor(settings, embedder, index=index).run(docs)
+        edge, server = ([index_stats(i), groups_in_index(i)] for i in indexes)
+    finally:
+        client.close()
+    assert edge == server
+    stats, groups = edge
+    assert (stats["documents"], groups) == (3, ["everyone", "hr"])
+    assert {row["kind"]: row["documents"] for row in stats["by_kind"]} == {"md": 2, "txt": 1}
+    assert sum(row["chunks"] for row in stats["by_kind"]) == stats["chunks"]
+    assert [(r["root"], r["documents"]) for r in stats["by_root"]] == [(str(docs.resolve()), 3)]
+
+
+# -- in a real browser ------------------------------------------------------------------------
+
+
+@contextmanager
+def _serve(settings: Settings, ollama_host: str, log_path: Path) -> Iterator[str]:
+    """`taimatsu ui` as tests/test_browser.py runs it, with uploads on."""
+    import os
+    import subprocess
+
+    from tests.test_browser import _free_port, _wait_healthy
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env.update(
+        TAIMATSU_DATA_DIR=str(settings.data_dir),
+        TAIMATSU_UPLOAD_DIR=str(settings.upload_dir),
+        TAIMATSU_OLLAMA_HOST=ollama_host,
+        TAIMATSU_UI_ADDRESS="127.0.0.1",
+    )
+    exe = Path(sys.executable).with_name("taimatsu")
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(exe), "ui", "--port", str(port)], env=env, cwd=log_path.parent,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            _wait_healthy(proc, url, log_path)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+def test_upload_in_the_browser_then_find_the_new_document(admin_env, artifacts):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.conftest import need_binary
+    from tests.test_browser import ANSWER_MS, CHROMIUM_ARGS, PAGE_MS, ask, citations, wait_for_run
+
+    settings, _ = admin_env
+    for old in artifacts.glob("*.png"):
+        old.unlink()
+    chromium = str(Path(need_binary("chromium")).resolve())
+    content = (
+        b"# Aurora viewing guide\n\nThe aurora viewing deck on the roof opens at 22:00 "
+        b"from November to March; bring the red torch from reception.\n"
+    )
+    with ExitStack() as stack:
+        server = stack.enter_context(FakeOllama())
+        url = stack.enter_context(_serve(settings, server.url, artifacts / "streamlit.log"))
+        p = stack.enter_context(sync_playwright())
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        stack.callback(browser.close)
+        page = browser.new_context(viewport={"width": 1280, "height": 1000}, locale="en-US")
+        page = page.new_page()
+        page.set_default_timeout(PAGE_MS)
+        page.goto(f"{url}/admin", wait_until="domcontentloaded")
+        wait_for_run(page)
+        expect(page.get_by_role("heading", name="Administration")).to_be_visible()
+        expect(page.get_by_text("Index: healthy")).to_be_visible()
+        page.screenshot(path=artifacts / "admin.png", full_page=True)
+
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+            files=[{"name": "aurora-guide.md", "mimeType": "text/markdown", "buffer": content}]
+        )
+        uploader = page.get_by_role("region", name=re.compile(r"^Documents"))
+        expect(uploader.get_by_role("button", name="Remove aurora-guide.md")).to_be_visible()
+        wait_for_run(page)
+        upload = page.get_by_role("button", name="Upload and index")
+        expect(upload).to_be_enabled()
+        upload.click()
+        done = page.get_by_text("aurora-guide.md is now searchable by: everyone")
+        expect(done).to_be_visible(timeout=ANSWER_MS)
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        page.screenshot(path=artifacts / "admin-upload.png", full_page=True)
+
+        page.get_by_test_id("stSidebarNav").get_by_text("Ask").click()
+        wait_for_run(page)
+        message = ask(page, "When does the aurora viewing deck open?")
+        cited = citations(message, re.compile(r"^\[\d+\] aurora-guide\.md"))
+        expect(cited.first).to_be_visible()
+        page.screenshot(path=artifacts / "admin-upload-answer.png", full_page=True)
