@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         20, ge=1, le=100, description="Fused hits the reranker reads per question."
     )
     embed_batch_size: int = Field(32, ge=1, description="Chunks embedded per batch.")
+    embed_queue: int = Field(
+        256, ge=1, description="Chunks queued across documents before they are embedded."
+    )
+    write_batch: int = Field(
+        512, ge=1, description="Points written per critical section of the index."
+    )
     chunk_size: int = Field(
         200, ge=32, description="Chunk size in embedding-model tokens (the model reads 256)."
     )

@@ -44,8 +44,6 @@ from ingest.parsers import ParseError, Section, parse, supported
 
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")
-WRITE_BATCH = 512  # points per critical section
-EMBED_BATCH = 256  # chunks embedded together (across documents: fuller, length-sorted batches)
 
 
 class IngestError(RuntimeError):
@@ -247,9 +245,10 @@ class Ingestor:
             seen.add(source)
             summary.files_seen += 1
             self._one(root, path, source, indexed.get(source), by_hash, acl, limit, summary)
-            if sum(len(doc[3]) for doc in self._to_embed) >= EMBED_BATCH:
+            # chunks are embedded across documents: fuller, length-sorted model batches
+            if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
                 self._embed_queued()
-            if self._pending_points >= WRITE_BATCH:
+            if self._pending_points >= self.settings.write_batch:
                 self._flush()
             if progress:  # a file is done once its chunks are embedded (or it needs none)
                 queued = sum(len(doc[3]) for doc in self._to_embed)

@@ -183,6 +183,10 @@ def start_ingest(
     env.update(
         TAIMATSU_DATA_DIR=str(data),
         TAIMATSU_CHUNK_SIZE=str(CHUNK_SIZE),
+        # small batches: many writes, so that "inside a write" and "between writes"
+        # exist at every point of a run, however fast the machine
+        TAIMATSU_EMBED_QUEUE="16",
+        TAIMATSU_WRITE_BATCH="16",
         TAIMATSU_LOCK_TIMEOUT=str(LOCK_TIMEOUT),
         TAIMATSU_OLLAMA_HOST=closed_port_url(),
         **env_extra,
