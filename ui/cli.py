@@ -1,4 +1,4 @@
-"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui, bundle.
+"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui, bundle, eval.
 
 Exit codes: 0 success; 1 the command failed (bad folder or ACL file, index locked or
 built by another model...); 2 wrong usage; 3 the ingestion run finished but some files
@@ -20,6 +20,7 @@ import typer
 
 from assistant.settings import Settings
 from ui.bundle import bundle_app
+from ui.eval_cli import eval_command
 from ui.oidc import streamlit_args
 from ui.progress import progress_bar
 
@@ -282,6 +283,7 @@ def ui(
 
 
 app.add_typer(bundle_app, name="bundle")
+app.command("eval")(eval_command)
 
 
 def _loopback(address: str) -> bool:

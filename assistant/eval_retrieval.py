@@ -1,0 +1,111 @@
+"""Retrieval for the evaluation: the product's hybrid path, or one built here for ablations.
+
+`hybrid` is the product's own query path (`Searcher.search`, with the reranker when one
+is configured). The others are built here on the embedded engine, with the same group
+filter inside the query, and never used by the product:
+
+- `dense`, `keyword`: one leg of the hybrid query alone;
+- `rrf:D:K`: both legs fused by RRF weighted D (dense) to K (keyword), e.g. `rrf:3:1`;
+- `bylang`: `dense` for a question not in Japanese, `keyword` for one in Japanese.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assistant import sparse
+from assistant.index import DENSE, SPARSE, make_hit
+from assistant.prompt import language_of
+from assistant.retrieval import Passage, Searcher, current_versions
+from assistant.settings import EVERYONE
+
+MODES = ("hybrid", "dense", "keyword")
+DEPTH = 10  # passages read per question: the metrics stop at 10
+
+
+def check_mode(mode: str) -> None:
+    if mode in (*MODES, "bylang"):
+        return
+    try:
+        kind, dense, keyword = mode.split(":")
+        if kind == "rrf" and float(dense) >= 0 and float(keyword) >= 0:
+            return
+    except ValueError:
+        pass
+    raise ValueError(
+        f"unknown retrieval mode {mode!r}; use hybrid, dense, keyword, rrf:D:K or bylang"
+    )
+
+
+def leg_request(
+    mode: str, dense: list[float], keyword: Any, groups: list[str], limit: int, depth: int = 40
+):
+    """One leg of the product's hybrid query (see hybrid_request), or both legs fused by
+    weighted RRF (`rrf:D:K`), with the asker's group filter."""
+    from qdrant_edge import Fusion, Prefetch, Query, QueryRequest
+
+    from assistant.edge_index import groups_filter
+
+    flt = groups_filter(groups)
+    if mode.startswith("rrf:"):
+        _, dense_weight, keyword_weight = mode.split(":")
+        depth = max(depth, limit)
+        return QueryRequest(
+            limit=limit,
+            prefetches=[
+                Prefetch(limit=depth, query=Query.Nearest(dense, using=DENSE), filter=flt),
+                Prefetch(limit=depth, query=Query.Nearest(keyword, using=SPARSE), filter=flt),
+            ],
+            query=Fusion.Rrf(k=60, weights=[float(dense_weight), float(keyword_weight)]),
+            filter=flt,
+            with_payload=True,
+            with_vector=True,
+        )
+    vector = dense if mode == "dense" else keyword
+    return QueryRequest(
+        limit=limit,
+        query=Query.Nearest(vector, using=DENSE if mode == "dense" else SPARSE),
+        filter=flt,
+        with_payload=True,
+        with_vector=True,
+    )
+
+
+class Retriever:
+    """A question to passages, in one of the modes above, on a Searcher's index."""
+
+    def __init__(self, searcher: Searcher, groups: list[str] | None = None) -> None:
+        self.searcher = searcher
+        self.groups = [*(groups or searcher.settings.default_groups), EVERYONE]
+
+    def search(self, question: str, mode: str = "hybrid", k: int = DEPTH) -> list[Passage]:
+        check_mode(mode)
+        if mode == "hybrid":
+            return self.searcher.search(question, self.groups, k)
+        if mode == "bylang":
+            mode = "keyword" if language_of(question) == "ja" else "dense"
+        from assistant.edge_index import EdgeIndex
+
+        index = self.searcher.index
+        if not isinstance(index, EdgeIndex):
+            raise ValueError("single-leg modes need the embedded index (no TAIMATSU_QDRANT_URL)")
+        if not question.strip() or not index.exists():
+            return []
+        self.searcher.check_model()
+        dense = self.searcher.embedder.embed_query(question)
+        keyword = sparse.embed_query(question)
+        request = leg_request(mode, dense, keyword, self.groups, k)
+        with index.shard() as shard:
+            points = shard.query(request)
+        hits = []
+        for point in points:
+            vectors = point.vector or {}
+            terms = vectors.get(SPARSE)
+            hits.append(
+                make_hit(
+                    str(point.id), float(point.score), dict(point.payload or {}), dense,
+                    list(keyword.indices), vectors.get(DENSE),
+                    list(terms.indices) if terms else None,
+                )
+            )  # fmt: skip
+        return [Passage.from_hit(r, h) for r, h in enumerate(current_versions(hits), start=1)]

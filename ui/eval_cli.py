@@ -1,0 +1,116 @@
+"""`taimatsu eval GOLD`: score retrieval (and answers, when a model is available) on a
+gold file against the configured index.
+
+Registered in ui/cli.py with `app.command("eval")(eval_command)`; also runnable alone as
+`python -m ui.eval_cli eval GOLD`. Heavy imports happen inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _group() -> None:
+    """Taimatsu evaluation."""
+
+
+def eval_command(
+    gold: Annotated[Path, typer.Argument(help="Gold file: JSON lines with question, sources.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write an HTML report with a chart here.")
+    ] = None,
+    modes: Annotated[
+        str,
+        typer.Option(
+            "--modes",
+            help="Retrieval modes to compare: hybrid (the product's), dense, keyword, rrf:D:K "
+            "(weighted fusion), bylang.",
+        ),
+    ] = "hybrid,dense,keyword",
+    answers: Annotated[
+        bool | None,
+        typer.Option(
+            "--answers/--no-answers",
+            help="Also ask each question through the answerer (default: when the Ollama "
+            "model is available; faithfulness needs it).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the first N questions.")
+    ] = None,
+    groups: Annotated[
+        str | None, typer.Option("--groups", help="Comma-separated groups of the asker.")
+    ] = None,
+) -> None:
+    """Measure answer quality on a gold file: hit@1/5/10, MRR@10, nDCG@10 per retrieval
+    mode; citation precision, faithfulness and latency of the answers."""
+    from assistant.eval_report import html_report, table
+    from assistant.evaluation import GoldError, check_mode, load_gold, run_eval
+    from assistant.index import StoreError
+    from assistant.retrieval import Searcher
+    from assistant.settings import Settings
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"taimatsu: error: {message}", err=True)
+        return typer.Exit(EXIT_FAILED)
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    try:
+        for mode in chosen or [""]:
+            check_mode(mode)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--modes") from None
+    settings = Settings()
+    asker = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
+    try:
+        items = load_gold(gold)[:limit]
+        searcher = Searcher(settings)
+        if not searcher.index.exists():
+            raise fail(
+                f"there is no index under {settings.data_dir}; run `taimatsu ingest FOLDER` "
+                "on the gold file's documents first"
+            )
+        rows = run_eval(settings, items, chosen, asker, answers, searcher)
+    except (GoldError, StoreError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    body = [row.as_json() for row in rows]
+    if html:
+        title = f"Taimatsu evaluation: {gold.name}"
+        notes = f"{len(items)} questions; index {settings.data_dir}; gold {gold}"
+        html.write_text(html_report([(gold.name, body)], title, notes), encoding="utf-8")
+    if as_json:
+        report = {
+            "gold": str(gold),
+            "questions": len(items),
+            "settings": body,
+            "details": [row.as_json(details=True)["questions_detail"] for row in rows],
+        }
+        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+        return
+    typer.echo(table(body, f"{gold.name}: {len(items)} questions"))
+    product = next((r for r in body if "answer_modes" in r), None)
+    if product:
+        typer.echo(
+            f"answers ({product.get('model') or 'no model: sources only'}): "
+            f"modes {product['answer_modes']}, citation precision "
+            f"{product['citation_precision']}, faithfulness {product['faithfulness']}"
+        )
+    if html:
+        typer.echo(f"report: {html}")
+
+
+app.command("eval")(eval_command)
+
+if __name__ == "__main__":
+    app()
