@@ -8,6 +8,7 @@ Registered in ui/cli.py with `app.command("eval")(eval_command)`; also runnable 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -71,6 +72,8 @@ def eval_command(
             check_mode(mode)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--modes") from None
+    # one "ollama unavailable" warning per question says nothing the summary does not
+    logging.getLogger("assistant.llm").setLevel(logging.ERROR)
     settings = Settings()
     asker = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
     try:
