@@ -20,8 +20,9 @@ from assistant.conversation import (
     fallback_question,
 )
 from assistant.llm import LLMUnavailable, OllamaPool
-from assistant.prompt import build_messages, check_citations, language_of
+from assistant.prompt import build_messages, check_citations
 from assistant.retrieval import Passage, Searcher
+from assistant.routing import language_of
 from assistant.settings import Settings
 
 GENERATED = "generated"

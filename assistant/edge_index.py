@@ -65,6 +65,7 @@ from assistant.index import (
     stamp_problem,
     stamp_record,
 )
+from assistant.routing import Legs
 
 _shared: dict[str, SharedShard] = {}
 _shared_guard = threading.Lock()
@@ -90,11 +91,23 @@ def hybrid_request(
     groups: list[str],
     limit: int,
     candidates: int = 40,
+    legs: Legs = "both",
 ) -> QueryRequest:
-    """Dense and keyword prefetches, each filtered by the asker's groups, fused by RRF."""
+    """Dense and keyword prefetches, each filtered by the asker's groups, fused by RRF;
+    or one leg alone (`legs`), with the same filter."""
     flt = groups_filter(groups)
     depth = max(candidates, limit)
     keyword = SparseVector(list(sparse[0]), list(sparse[1]))
+    if legs != "both":
+        return QueryRequest(
+            limit=limit,
+            query=Query.Nearest(dense, using=DENSE)
+            if legs == "dense"
+            else Query.Nearest(keyword, using=SPARSE),
+            filter=flt,
+            with_payload=True,
+            with_vector=True,
+        )
     return QueryRequest(
         limit=limit,
         prefetches=[
@@ -357,8 +370,9 @@ class EdgeIndex(Index):
         groups: list[str],
         limit: int,
         candidates: int = 40,
+        legs: Legs = "both",
     ) -> list[Hit]:
-        request = hybrid_request(dense, sparse, groups, limit, candidates)
+        request = hybrid_request(dense, sparse, groups, limit, candidates, legs)
         with self.shard() as shard:
             points = shard.query(request)
         hits = []

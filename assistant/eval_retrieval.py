@@ -1,25 +1,27 @@
-"""Retrieval for the evaluation: the product's hybrid path, or one built here for ablations.
+"""Retrieval for the evaluation: the product's own query path in each retrieval setting,
+or one built here for ablations.
 
-`hybrid` is the product's own query path (`Searcher.search`, with the reranker when one
-is configured). The others are built here on the embedded engine, with the same group
-filter inside the query, and never used by the product:
+`by-language`, `hybrid`, `dense` and `keyword` are the values of `TAIMATSU_RETRIEVAL`,
+run through the product's `Searcher.search` (with the reranker when one is configured).
+Two more are built here, never used by the product:
 
-- `dense`, `keyword`: one leg of the hybrid query alone;
-- `rrf:D:K`: both legs fused by RRF weighted D (dense) to K (keyword), e.g. `rrf:3:1`;
-- `bylang`: `dense` for a question not in Japanese, `keyword` for one in Japanese.
+- `bylang`: routing by language alone (`keyword` for a Japanese question, `dense` for any
+  other), without by-language's exception for questions naming an exact term;
+- `rrf:D:K`: both legs fused by RRF weighted D (dense) to K (keyword), e.g. `rrf:3:1`,
+  on the embedded engine with the same group filter inside the query.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from assistant import sparse
 from assistant.index import DENSE, SPARSE, make_hit
-from assistant.prompt import language_of
 from assistant.retrieval import Passage, Searcher, current_versions
+from assistant.routing import Retrieval, language_of
 from assistant.settings import EVERYONE
 
-MODES = ("hybrid", "dense", "keyword")
+MODES: tuple[str, ...] = get_args(Retrieval)  # the product's settings
 DEPTH = 10  # passages read per question: the metrics stop at 10
 
 
@@ -32,39 +34,26 @@ def check_mode(mode: str) -> None:
             return
     except ValueError:
         pass
-    raise ValueError(
-        f"unknown retrieval mode {mode!r}; use hybrid, dense, keyword, rrf:D:K or bylang"
-    )
+    raise ValueError(f"unknown retrieval mode {mode!r}; use {', '.join(MODES)}, rrf:D:K or bylang")
 
 
-def leg_request(
-    mode: str, dense: list[float], keyword: Any, groups: list[str], limit: int, depth: int = 40
-):
-    """One leg of the product's hybrid query (see hybrid_request), or both legs fused by
-    weighted RRF (`rrf:D:K`), with the asker's group filter."""
+def leg_request(mode: str, dense: list[float], keyword: Any, groups: list[str], limit: int):
+    """Both legs of the product's hybrid query (see hybrid_request) fused by weighted RRF
+    (`rrf:D:K`), with the asker's group filter in both."""
     from qdrant_edge import Fusion, Prefetch, Query, QueryRequest
 
     from assistant.edge_index import groups_filter
 
     flt = groups_filter(groups)
-    if mode.startswith("rrf:"):
-        _, dense_weight, keyword_weight = mode.split(":")
-        depth = max(depth, limit)
-        return QueryRequest(
-            limit=limit,
-            prefetches=[
-                Prefetch(limit=depth, query=Query.Nearest(dense, using=DENSE), filter=flt),
-                Prefetch(limit=depth, query=Query.Nearest(keyword, using=SPARSE), filter=flt),
-            ],
-            query=Fusion.Rrf(k=60, weights=[float(dense_weight), float(keyword_weight)]),
-            filter=flt,
-            with_payload=True,
-            with_vector=True,
-        )
-    vector = dense if mode == "dense" else keyword
+    _, dense_weight, keyword_weight = mode.split(":")
+    depth = max(40, limit)
     return QueryRequest(
         limit=limit,
-        query=Query.Nearest(vector, using=DENSE if mode == "dense" else SPARSE),
+        prefetches=[
+            Prefetch(limit=depth, query=Query.Nearest(dense, using=DENSE), filter=flt),
+            Prefetch(limit=depth, query=Query.Nearest(keyword, using=SPARSE), filter=flt),
+        ],
+        query=Fusion.Rrf(k=60, weights=[float(dense_weight), float(keyword_weight)]),
         filter=flt,
         with_payload=True,
         with_vector=True,
@@ -78,17 +67,17 @@ class Retriever:
         self.searcher = searcher
         self.groups = [*(groups or searcher.settings.default_groups), EVERYONE]
 
-    def search(self, question: str, mode: str = "hybrid", k: int = DEPTH) -> list[Passage]:
+    def search(self, question: str, mode: str = "by-language", k: int = DEPTH) -> list[Passage]:
         check_mode(mode)
-        if mode == "hybrid":
-            return self.searcher.search(question, self.groups, k)
         if mode == "bylang":
             mode = "keyword" if language_of(question) == "ja" else "dense"
+        if mode in MODES:
+            return self.searcher.search(question, self.groups, k, retrieval=mode)  # type: ignore[arg-type]
         from assistant.edge_index import EdgeIndex
 
         index = self.searcher.index
         if not isinstance(index, EdgeIndex):
-            raise ValueError("single-leg modes need the embedded index (no TAIMATSU_QDRANT_URL)")
+            raise ValueError("rrf:D:K needs the embedded index (no TAIMATSU_QDRANT_URL)")
         if not question.strip() or not index.exists():
             return []
         self.searcher.check_model()

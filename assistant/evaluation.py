@@ -13,8 +13,9 @@ when it comes from a gold source):
 - nDCG@10: each gold source counts once, at the rank of its first passage (gain 1,
   discount log2(rank + 1)), over the ideal of all gold sources at the top.
 
-Retrieval modes (assistant/eval_retrieval.py): `hybrid` is the product's own query path;
-`dense`, `keyword`, weighted `rrf:D:K` and `bylang` are built there for ablations only.
+Retrieval modes (assistant/eval_retrieval.py): `by-language`, `hybrid`, `dense` and
+`keyword` are the product's own query path in each `TAIMATSU_RETRIEVAL` setting; weighted
+`rrf:D:K` and `bylang` are built there for ablations only.
 
 Answer scores, through the product's `Answerer`: citation precision (share of the cited
 passages that come from a gold source) and, when an Ollama model is available,
@@ -316,7 +317,8 @@ def run_eval(
     groups: list[str] | None = None, answers: bool | None = None, searcher: Searcher | None = None,
 ) -> list[SettingScores]:  # fmt: skip
     """Score each retrieval mode on the configured index; with answers (default: when a
-    model is available), also the answers of the product's path (the first mode)."""
+    model is available), also the answers of the configured mode (`settings.retrieval`),
+    when it is among `modes`."""
     from assistant.answer import Answerer
 
     searcher = searcher or Searcher(settings)
@@ -328,8 +330,8 @@ def run_eval(
     available = model_available(settings)
     if answers is None:
         answers = available
-    product = next((row for row in rows if row.name == "hybrid"), None)
-    if answers and product:  # answers go through the product's own (hybrid) path
+    product = next((row for row in rows if row.name == settings.retrieval), None)
+    if answers and product:  # answers go through the product's own configured path
         judge = Judge(settings) if available else None
         score_answers(product, items, Answerer(settings, searcher), retriever.groups, judge)
         product.extra["model"] = settings.llm_model if available else None

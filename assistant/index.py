@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.embedder import ModelStamp
+from assistant.routing import Legs
 from assistant.settings import Settings
 
 SCHEMA_VERSION = 1
@@ -183,9 +184,11 @@ class Index(ABC):
         groups: list[str],
         limit: int,
         candidates: int = 40,
+        legs: Legs = "both",
     ) -> list[Hit]:
         """Dense and keyword legs fused by reciprocal rank inside the engine, both legs
-        filtered by the asker's groups (a filter in the query, never applied afterwards)."""
+        filtered by the asker's groups (a filter in the query, never applied afterwards);
+        `legs` = "dense" or "keyword" runs that leg alone, with the same filter."""
 
 
 def open_index(settings: Settings) -> Index:

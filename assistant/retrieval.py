@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from assistant import sparse
 from assistant.embedder import Embedder
 from assistant.index import Hit, open_index
 from assistant.rerank import Reranker
+from assistant.routing import Retrieval, language_of, legs_for
 from assistant.settings import EVERYONE, Settings
 
 
@@ -98,10 +98,17 @@ class Searcher:
             self.index.ensure(self.embedder.stamp)
             self._model_checked = True
 
-    def search(self, query: str, groups: list[str], k: int | None = None) -> list[Passage]:
+    def search(
+        self,
+        query: str,
+        groups: list[str],
+        k: int | None = None,
+        retrieval: Retrieval | None = None,
+    ) -> list[Passage]:
+        """The best `k` passages the groups may read; `retrieval` overrides the setting."""
         query = query.strip()
         if len(query) > self.settings.max_question_chars:
-            japanese = bool(re.search(r"[\u3041-\u30ff\u4e00-\u9fff]", query[:2000]))
+            japanese = language_of(query) == "ja"
             raise QuestionTooLong(len(query), self.settings.max_question_chars, japanese)
         if not query or not self.index.exists():
             return []
@@ -114,6 +121,7 @@ class Searcher:
             (list(keyword.indices), list(keyword.values)),
             [*groups, EVERYONE],  # everyone is in "everyone"
             limit=fetch,
+            legs=legs_for(query, retrieval or self.settings.retrieval),
         )
         hits = current_versions(hits)
         if self.reranker:

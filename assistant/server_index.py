@@ -43,6 +43,7 @@ from assistant.index import (
     stamp_problem,
     stamp_record,
 )
+from assistant.routing import Legs
 from assistant.settings import Settings
 
 TIMEOUT = 30  # seconds per request: connect, write with wait=True, or query
@@ -425,18 +426,28 @@ class ServerIndex(Index):
         groups: list[str],
         limit: int,
         candidates: int = 40,
+        legs: Legs = "both",
     ) -> list[Hit]:
         flt = groups_filter(groups)
         depth = max(candidates, limit)
         keyword = models.SparseVector(indices=list(sparse[0]), values=list(sparse[1]))
+        if legs == "both":
+            query: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K))
+            prefetch: Any = [
+                models.Prefetch(query=dense, using=DENSE, filter=flt, limit=depth),
+                models.Prefetch(query=keyword, using=SPARSE, filter=flt, limit=depth),
+            ]
+            using = None
+        else:
+            query = dense if legs == "dense" else keyword
+            prefetch = None
+            using = DENSE if legs == "dense" else SPARSE
         with self._server():
             response = self.client.query_points(
                 collection_name=self.name,
-                prefetch=[
-                    models.Prefetch(query=dense, using=DENSE, filter=flt, limit=depth),
-                    models.Prefetch(query=keyword, using=SPARSE, filter=flt, limit=depth),
-                ],
-                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                prefetch=prefetch,
+                query=query,
+                using=using,
                 query_filter=flt,
                 limit=limit,
                 with_payload=True,

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         4000, ge=100, description="Longer questions are refused with a message (not truncated)."
     )
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model per question.")
+    retrieval: Literal["by-language", "hybrid", "dense", "keyword"] = Field(
+        "by-language",
+        description="by-language: keyword leg for Japanese questions, dense for others (both "
+        "when one names a code or identifier); hybrid = both legs always (docs/decisions.md).",
+    )
     min_similarity: float = Field(
         0.25,
         ge=-1,

@@ -6,8 +6,9 @@
 For each gold set, in one run:
 
 - ours: the set's corpus ingested by the product's Ingestor (fresh index per chunk size,
-  timed), then every question scored in three retrieval modes: hybrid (the product's
-  query path), dense only and keyword only (one leg each, same filter);
+  timed), then every question scored in each `TAIMATSU_RETRIEVAL` setting through the
+  product's query path: by-language (the default), hybrid, dense only and keyword only
+  (same group filter); `--modes` adds the ablations rrf:D:K and bylang;
 - hybrid + reranker: with `--reranker DIR` (a cross-encoder folder), else reported as not
   measured;
 - plain llama-index: `VectorStoreIndex.from_documents(SimpleDirectoryReader(corpus))`
@@ -17,7 +18,7 @@ For each gold set, in one run:
 Then the answer gate (`min_similarity`, `min_keyword_coverage`): the share of the set's
 own questions that would be answered (the gold is in the index) beside the share of the
 other set's questions, asked of this index, that would be answered too (nothing relevant
-is there), for a grid of thresholds, on the best `top_k` passages.
+is there), for a grid of thresholds, on the best `top_k` passages of the default retrieval.
 
 Prints one table per set and the gate table; writes JSON and an HTML report (inline SVG
 chart) to bench/results/. Retrieval only: no model is needed.
@@ -46,8 +47,8 @@ from assistant.evaluation import (  # noqa: E402
     load_gold,
     score_retrieval,
 )
-from assistant.prompt import language_of  # noqa: E402
 from assistant.retrieval import Searcher  # noqa: E402
+from assistant.routing import language_of  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from ingest.pipeline import Ingestor  # noqa: E402
 
@@ -128,7 +129,9 @@ def reranked(name: str, items: list[GoldItem], searcher: Searcher, model: Path) 
     settings = searcher.settings.model_copy(update={"reranker_model_dir": model})
     retriever = Retriever(Searcher(settings, searcher.embedder), ["everyone"])
     size = settings.chunk_size
-    return score_retrieval(f"ours hybrid + reranker, chunk {size}", items, retriever.search)
+    return score_retrieval(
+        f"ours hybrid + reranker, chunk {size}", items, lambda q: retriever.search(q, "hybrid")
+    )
 
 
 def plain_llama_index(corpus: Path, items: list[GoldItem]) -> SettingScores:
@@ -164,7 +167,7 @@ def best_signals(
     retriever = Retriever(searcher, ["everyone"])
     out = []
     for item in items:
-        passages = retriever.search(item.question, "hybrid", k)
+        passages = retriever.search(item.question, searcher.settings.retrieval, k)
         out.append(
             (
                 language_of(item.question),

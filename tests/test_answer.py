@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from assistant.answer import GENERATED, NOT_FOUND, SOURCES_ONLY, Answerer
-from assistant.prompt import build_messages, check_citations, language_of
+from assistant.prompt import build_messages, check_citations
 from assistant.retrieval import Passage, Searcher
+from assistant.routing import language_of
 from tests.conftest import json_lines, run_cli
 from tests.ollama_server import FakeOllama
 

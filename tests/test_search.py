@@ -7,6 +7,7 @@ import pytest
 from assistant.edge_index import EdgeIndex
 from assistant.index import SetGroups
 from assistant.retrieval import Searcher
+from assistant.routing import legs_for
 from ingest.pipeline import Ingestor
 from tests.conftest import SAMPLES, json_lines, run_cli
 
@@ -41,6 +42,40 @@ def test_exact_code_found_by_keyword_leg(searcher):
     # the dense leg alone ranks the onboarding text first; the keyword leg lifts the page
     hits = searcher.search("VPN-0x31", ["everyone"], 2)
     assert any(h.page == 2 and "VPN-0x31" in h.text for h in hits), [h.where for h in hits]
+
+
+@pytest.mark.parametrize(
+    ("question", "legs"),
+    [
+        ("How many unused leave days can I carry over?", "dense"),
+        ("What does error VPN-0x2F mean?", "both"),
+        ("Who owns the max_file_mb setting?", "both"),
+        ('Where is the "Kiri room"?', "both"),
+        ("Is ISO9001 required for suppliers in 2024?", "both"),
+        ("Is leave granted in 2024?", "dense"),
+        ("在宅勤務は週何日までですか", "keyword"),
+        ("VPN-0x2Fのエラーの意味は？", "keyword"),
+    ],
+)
+def test_by_language_routes_each_question_to_its_legs(question, legs):
+    assert legs_for(question, "by-language") == legs
+    assert legs_for(question, "hybrid") == "both"
+    assert legs_for(question, "dense") == "dense"
+
+
+def test_each_retrieval_setting_runs_its_legs(searcher):
+    question = "How many unused leave days can I carry over to next year?"
+    dense = searcher.search(question, ["everyone"], 5, retrieval="dense")
+    # dense alone ranks by cosine similarity: the score is the similarity
+    assert [h.score for h in dense] == pytest.approx([h.similarity for h in dense], abs=1e-4)
+    assert searcher.search(question, ["everyone"], 5) == dense  # by-language: English → dense
+    hybrid = searcher.search(question, ["everyone"], 5, retrieval="hybrid")
+    assert all(h.score < 0.05 for h in hybrid)  # RRF scores (1/(60+rank) per leg), not cosines
+    japanese = "社員食堂の昼食は1食いくらですか"
+    keyword = searcher.search(japanese, ["everyone"], 20, retrieval="keyword")
+    assert keyword and all(h.coverage > 0 for h in keyword)  # only passages holding a term
+    assert searcher.search(japanese, ["everyone"], 20) == keyword
+    assert keyword[0].source == "ja/福利厚生.html"
 
 
 def test_hits_are_ranked_and_scored(searcher):

@@ -213,6 +213,13 @@ def test_group_filter_is_applied_in_the_engine(settings, model, backend, corpus)
     hits = backend.hybrid(model.embed_query("VPN"), ([], []), ["sales", "everyone"], 100)
     assert hits and all(h.payload["groups"] == ["everyone"] for h in hits)
     assert backend.hybrid(model.embed_query("VPN"), ([], []), ["sales"], 100) == []
+    # each leg alone keeps the filter too
+    keyword = sparse.embed_query("VPN-0x2F")
+    terms = (list(keyword.indices), list(keyword.values))
+    for legs in ("dense", "keyword"):
+        hits = backend.hybrid(model.embed_query("VPN-0x2F"), terms, ["everyone"], 100, legs=legs)
+        assert hits and all(h.payload["groups"] == ["everyone"] for h in hits), legs
+        assert backend.hybrid(model.embed_query("VPN"), terms, ["sales"], 100, legs=legs) == []
 
 
 def test_exact_code_and_japanese_question(samples_index, model):

@@ -35,10 +35,11 @@ def eval_command(
         str,
         typer.Option(
             "--modes",
-            help="Retrieval modes to compare: hybrid (the product's), dense, keyword, rrf:D:K "
-            "(weighted fusion), bylang.",
+            help="Retrieval modes to compare: the TAIMATSU_RETRIEVAL settings (by-language, "
+            "hybrid, dense, keyword), rrf:D:K (weighted fusion), bylang (language alone). "
+            "Answers are scored for the configured one.",
         ),
-    ] = "hybrid,dense,keyword",
+    ] = "by-language,hybrid,dense,keyword",
     answers: Annotated[
         bool | None,
         typer.Option(
