@@ -105,6 +105,17 @@ async def ingest_loop(docs: Path, env: dict, stop: asyncio.Event, out: dict) -> 
     out["ingest_runs"] = runs
 
 
+async def sample_memory(pid: int, stop: asyncio.Event, out: dict, every: float) -> None:
+    """The page's memory every `every` seconds while the sessions run: a leak shows as a
+    series that keeps climbing, a warm-up as one that levels off."""
+    started = time.monotonic()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        except TimeoutError:
+            out["memory"].append((time.monotonic() - started, rss_mb(pid)))
+
+
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeOllama(chunk_delay=0.01) as ollama:
         docs = Path(tmp) / "docs"
@@ -120,7 +131,7 @@ async def main_async(args: argparse.Namespace) -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        out: dict = {"errors": [], "latency": []}
+        out: dict = {"errors": [], "latency": [], "memory": []}
         try:
             async with async_playwright() as p:
                 browser = await p.chromium.launch(
@@ -144,11 +155,15 @@ async def main_async(args: argparse.Namespace) -> None:
                 stop = asyncio.Event()
                 ingest = (asyncio.create_task(ingest_loop(docs, env, stop, out))
                           if args.ingest else None)  # fmt: skip
+                sampler = asyncio.create_task(
+                    sample_memory(page_proc.pid, stop, out, max(10.0, args.soak / 10))
+                )
                 started = time.monotonic()
                 await asyncio.gather(*(session(browser, url, n, args.rounds, until, out)
                                        for n in range(args.sessions)))  # fmt: skip
                 elapsed = time.monotonic() - started
                 stop.set()
+                await sampler
                 if ingest:
                     await ingest
                 memory_end = rss_mb(page_proc.pid)
@@ -179,6 +194,9 @@ def report(args, out: dict, elapsed: float, memory_start: float, memory_end: flo
         )
     print(f"page memory MB: start {memory_start:.0f}  end {memory_end:.0f}  "
           f"growth {memory_end - memory_start:+.0f}")  # fmt: skip
+    if out["memory"]:
+        series = "  ".join(f"{t / 60:.1f} min {mb:.0f}" for t, mb in out["memory"])
+        print(f"page memory MB over time: {series}")
 
 
 def main() -> None:
