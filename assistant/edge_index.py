@@ -9,6 +9,7 @@ waits and retries until `lock_timeout` (see ../shared/DESIGN.md, decision 3).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -69,6 +70,43 @@ from assistant.routing import Legs
 
 _shared: dict[str, SharedShard] = {}
 _shared_guard = threading.Lock()
+
+# The engine writes through memory maps: on a full disk the process dies of SIGBUS rather
+# than getting an error. So a write goes ahead only if the disk keeps this much free
+# besides the write itself (the engine may fill a new 32 MiB WAL segment or storage chunk
+# at any write), counted as WRITE_OVERHEAD times its points' bytes (WAL, storage, indexes).
+MIN_FREE_BYTES = 64 * 2**20
+WRITE_OVERHEAD = 4
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over file size
+
+
+class DiskFull(StoreError):
+    """The disk holding the data folder has no room for a write."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError, or the engine's error (Rust's io::Error text "... (os error 28)"),
+    saying that the disk, the quota or the file size limit is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL
+    return any(f"(os error {code})" in str(exc) for code in _FULL)
+
+
+def disk_full(folder: Path, detail: str = "") -> DiskFull:
+    return DiskFull(
+        f"the disk holding {folder} is full{detail}; free space on it and run again "
+        "(what was written before is kept)"
+    )
+
+
+def _bytes(op: Operation) -> int:
+    """The size of a write's data, as stored (vectors, sparse terms, payload)."""
+    if not isinstance(op, Upsert):
+        return 4096
+    return sum(
+        4 * len(p.dense) + 8 * len(p.sparse_indices) + len(json.dumps(p.payload)) + 64
+        for p in op.points
+    )
 
 
 def _match(key: str, value: str | int) -> FieldCondition:
@@ -182,7 +220,13 @@ class EdgeIndex(Index):
         with FileLock(str(self.data_dir / ".create.lock"), timeout=self.lock_timeout):
             current = self.read_stamp()
             if current is None:
-                self._switch_to(self._new_generation(stamp))
+                self._check_room([])
+                try:
+                    self._switch_to(self._new_generation(stamp))
+                except Exception as exc:
+                    if is_disk_full(exc):
+                        raise disk_full(self.data_dir) from exc
+                    raise
                 return
         problem = stamp_problem(current, stamp)
         if problem:
@@ -194,17 +238,25 @@ class EdgeIndex(Index):
             vectors={DENSE: EdgeVectorParams(size=stamp.dim, distance=Distance.Cosine)},
             sparse_vectors={SPARSE: EdgeSparseVectorParams(modifier=Modifier.Idf)},
         )
-        shard = EdgeShard.create(str(generation / "shard"), config)
         try:
-            for name in KEYWORD_FIELDS:
-                shard.update(UpdateOperation.create_field_index(name, PayloadSchemaType.Keyword))
-            for name in INTEGER_FIELDS:
-                shard.update(UpdateOperation.create_field_index(name, PayloadSchemaType.Integer))
-            shard.flush()
-        finally:
-            shard.close()
-        stamp_file = generation / "stamp.json"
-        stamp_file.write_text(json.dumps(stamp_record(stamp, time.time()), indent=2), "utf-8")
+            shard = EdgeShard.create(str(generation / "shard"), config)
+            try:
+                for name in KEYWORD_FIELDS:
+                    shard.update(
+                        UpdateOperation.create_field_index(name, PayloadSchemaType.Keyword)
+                    )
+                for name in INTEGER_FIELDS:
+                    shard.update(
+                        UpdateOperation.create_field_index(name, PayloadSchemaType.Integer)
+                    )
+                shard.flush()
+            finally:
+                shard.close()
+            stamp_file = generation / "stamp.json"
+            stamp_file.write_text(json.dumps(stamp_record(stamp, time.time()), indent=2), "utf-8")
+        except BaseException:  # a disk that filled up, say: leave no half-built generation
+            shutil.rmtree(generation, ignore_errors=True)
+            raise
         return generation
 
     def _switch_to(self, generation: Path) -> None:
@@ -273,6 +325,8 @@ class EdgeIndex(Index):
             try:
                 return EdgeShard.load(str(self.path))
             except Exception as exc:  # the binding raises a bare Exception
+                if is_disk_full(exc):  # it replays its WAL on opening
+                    raise disk_full(self.data_dir) from exc
                 if "WouldBlock" not in str(exc) and "lock" not in str(exc).lower():
                     raise StoreError(
                         f"the index under {self.path} cannot be opened ({exc}); "
@@ -289,10 +343,26 @@ class EdgeIndex(Index):
         if not operations:
             return
         converted = [_operation(op) for op in operations]  # before taking the lock
-        with self.shard(write=True) as shard:
-            for operation in converted:
-                shard.update(operation)
-            shard.flush()
+        self._check_room(operations)
+        try:
+            with self.shard(write=True) as shard:
+                for operation in converted:
+                    shard.update(operation)
+                shard.flush()
+        except StoreError:
+            raise
+        except Exception as exc:  # the disk filled up all the same (another writer)
+            if is_disk_full(exc):
+                raise disk_full(self.data_dir) from exc
+            raise
+
+    def _check_room(self, operations: list[Operation]) -> None:
+        """Refuse, before anything is written, a write the disk has no room for."""
+        need = MIN_FREE_BYTES + WRITE_OVERHEAD * sum(_bytes(op) for op in operations)
+        free = shutil.disk_usage(self.data_dir).free
+        if free < need:
+            detail = f" ({free / 2**20:.0f} MB free, {need / 2**20:.0f} MB needed to write safely)"
+            raise disk_full(self.data_dir, detail)
 
     # -- reads -----------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ versioned collection `<name>-<ns>`, which carries the model stamp in its collect
 a rebuild fills a new versioned collection and moves the alias in one atomic request, so the
 stamp always travels with the vectors it describes and a reader sees the old index or the new
 one, never neither. The server keeps its own data safe across processes: no lock, no file.
+A server that goes away after it has answered (a restart) is waited for, about ten
+seconds (RESTART_WAITS), before a call fails with the one-sentence "unreachable" error.
 
 Only the configured URL is contacted: REST (no gRPC port), no version check, no telemetry.
 """
@@ -17,7 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from qdrant_client import QdrantClient, models
@@ -50,6 +52,16 @@ TIMEOUT = 30  # seconds per request: connect, write with wait=True, or query
 STAMP_KEY = "taimatsu"  # the stamp's key in the collection metadata
 RRF_K = 60  # as the embedded backend's Fusion.Rrf(k=60); the server's default k is 2
 POINTS_PER_REQUEST = 1024  # a write larger than this goes in several requests
+# pauses before each new attempt at a call that found a server, which had answered
+# before, gone (restarting): about ten seconds in all, then the call fails
+RESTART_WAITS = (0.1, 0.2, 0.4, 0.8, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5)
+# calls that leave the same result when a server applied them twice: reads, and writes
+# of points by id, removals and payload changes by filter
+_REPEATABLE = frozenset(
+    {"get_collection", "get_collections", "get_aliases", "scroll", "count", "facet",
+     "query_points", "batch_update_points"}
+)  # fmt: skip
+_sleep = time.sleep  # tests replace it (and count the pauses)
 
 
 def _match(key: str, value: str | int) -> models.FieldCondition:
@@ -107,6 +119,57 @@ class _Missing(StoreError):
     """The collection (or its alias) does not exist."""
 
 
+def _restarting(exc: Exception, repeatable: bool) -> bool:
+    """What a restarting server gives: a refused connection or HTTP 503 (the call was not
+    applied); or, for a call safe to repeat, a connection dropped mid-call or HTTP 502/504
+    from a proxy in front of it (the call may have been applied)."""
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code == 503 or (repeatable and exc.status_code in (502, 504))
+    source = exc.source if isinstance(exc, ResponseHandlingException) else exc
+    if isinstance(source, httpx.ConnectError):
+        return True
+    dropped = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+    return repeatable and isinstance(source, dropped)
+
+
+class _Patient:
+    """The client, patient with a server that restarts: once the server has answered, a
+    call that finds it gone is made again after the pauses of RESTART_WAITS, then fails.
+    A server that never answered (a wrong URL, a server not started) fails at once."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._inner = client
+        self._answered = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            waits = iter(RESTART_WAITS if self._answered else ())
+            while True:
+                try:
+                    result = attr(*args, **kwargs)
+                except Exception as exc:
+                    if not _restarting(exc, name in _REPEATABLE):
+                        self._answered |= isinstance(exc, UnexpectedResponse)
+                        raise
+                    pause = next(waits, None)
+                    if pause is None:
+                        raise
+                    _sleep(pause)
+                    continue
+                self._answered = True
+                return result
+
+        return call
+
+
+def _patient(client: QdrantClient) -> QdrantClient:
+    return client if isinstance(client, _Patient) else cast(QdrantClient, _Patient(client))
+
+
 class ServerIndex(Index):
     def __init__(
         self,
@@ -122,7 +185,7 @@ class ServerIndex(Index):
         self.alias = settings.qdrant_collection
         self.name = collection or self.alias  # what reads and writes address
         self.url = _display_url(settings.qdrant_url or "")
-        self.client = client if client is not None else self._connect(settings)
+        self.client = _patient(client if client is not None else self._connect(settings))
         self.local = isinstance(getattr(self.client, "_client", None), QdrantLocal)
         where = "qdrant-client local mode" if self.local else f"Qdrant server at {self.url}"
         self.description = f"{where} (collection {self.name})"

@@ -75,6 +75,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (StoreError, IngestError, FileNotFoundError, QuestionTooLong)
 
 
+def _disk_full(exc: OSError) -> typer.Exit:
+    """A disk that filled up outside the index (the runs log, a lock file) as one line;
+    any other OSError is a bug, raised again with its traceback."""
+    from assistant.edge_index import disk_full, is_disk_full
+
+    if not is_disk_full(exc):
+        raise exc
+    folder = Path(exc.filename).parent if exc.filename else Settings().data_dir
+    return _fail(str(disk_full(folder)))
+
+
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="Folder of documents, read recursively.")],
@@ -103,6 +114,8 @@ def ingest(
         raise typer.Exit(EXIT_BUSY) from None
     except _user_errors() as exc:
         raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _disk_full(exc) from None
     if as_json:
         _print_json(summary.as_json())
     elif summary.changed or not quiet:
@@ -148,6 +161,8 @@ def reindex(as_json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_BUSY) from None
     except _user_errors() as exc:
         raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _disk_full(exc) from None
     if as_json:
         _print_json({"reindexed": [summary.as_json() for summary in summaries]})
     else:
