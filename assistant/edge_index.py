@@ -34,7 +34,6 @@ from qdrant_edge import (
     Fusion,
     MatchAny,
     MatchValue,
-    Modifier,
     PayloadSchemaType,
     Point,
     Prefetch,
@@ -52,6 +51,7 @@ from assistant.index import (
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     SPARSE,
+    TERMS,
     ChunkPoint,
     DeleteDocument,
     DocInfo,
@@ -65,6 +65,8 @@ from assistant.index import (
     make_hit,
     stamp_problem,
     stamp_record,
+    visible_idf,
+    with_terms,
 )
 from assistant.routing import Legs
 
@@ -113,14 +115,36 @@ def _match(key: str, value: str | int) -> FieldCondition:
     return FieldCondition(key=key, match=MatchValue(value=value))
 
 
+def groups_condition(groups: list[str]) -> FieldCondition:
+    """The asker's groups as an engine condition: a chunk is visible if it shares one."""
+    return FieldCondition(key="groups", match=MatchAny(any=sorted(set(groups))))
+
+
 def groups_filter(groups: list[str]) -> Filter:
-    """The asker's groups as an engine filter: a chunk is visible if it shares one."""
-    return Filter(must=[FieldCondition(key="groups", match=MatchAny(any=sorted(set(groups))))])
+    return Filter(must=[groups_condition(groups)])
 
 
 def document_filter(root: str, source: str, keep_hash: str | None = None) -> Filter:
     must_not = [_match("doc_hash", keep_hash)] if keep_hash else None
     return Filter(must=[_match("root", root), _match("source", source)], must_not=must_not)
+
+
+def weigh_terms(
+    shard: Any, sparse: tuple[list[int], list[float]], groups: list[str]
+) -> tuple[list[int], list[float]]:
+    """The query's keyword weights times each term's IDF over the chunks the asker may
+    read: counted on the open shard with the asker's group filter, so that hidden chunks
+    change neither the scores nor the order (assistant/index.py, visible_idf)."""
+    indices, values = list(sparse[0]), list(sparse[1])
+    if not indices:
+        return indices, values
+    visible = groups_condition(groups)
+    total = shard.count(CountRequest(exact=True, filter=Filter(must=[visible])))
+    frequencies = [
+        shard.count(CountRequest(exact=True, filter=Filter(must=[visible, _match(TERMS, t)])))
+        for t in indices
+    ]
+    return indices, [v * w for v, w in zip(values, visible_idf(total, frequencies), strict=True)]
 
 
 def hybrid_request(
@@ -167,7 +191,7 @@ def _operation(op: Operation) -> UpdateOperation:
                 Point(
                     p.id,
                     {DENSE: p.dense, SPARSE: SparseVector(p.sparse_indices, p.sparse_values)},
-                    p.payload,
+                    with_terms(p),
                 )
                 for p in op.points
             ]
@@ -236,7 +260,7 @@ class EdgeIndex(Index):
         generation = self.data_dir / "generations" / str(time.time_ns())
         config = EdgeConfig(
             vectors={DENSE: EdgeVectorParams(size=stamp.dim, distance=Distance.Cosine)},
-            sparse_vectors={SPARSE: EdgeSparseVectorParams(modifier=Modifier.Idf)},
+            sparse_vectors={SPARSE: EdgeSparseVectorParams()},  # IDF: see weigh_terms
         )
         try:
             shard = EdgeShard.create(str(generation / "shard"), config)
@@ -442,9 +466,9 @@ class EdgeIndex(Index):
         candidates: int = 40,
         legs: Legs = "both",
     ) -> list[Hit]:
-        request = hybrid_request(dense, sparse, groups, limit, candidates, legs)
         with self.shard() as shard:
-            points = shard.query(request)
+            weighted = sparse if legs == "dense" else weigh_terms(shard, sparse, groups)
+            points = shard.query(hybrid_request(dense, weighted, groups, limit, candidates, legs))
         hits = []
         for point in points:
             vectors = point.vector or {}

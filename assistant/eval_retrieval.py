@@ -73,7 +73,9 @@ class Retriever:
             mode = "keyword" if language_of(question) == "ja" else "dense"
         if mode in MODES:
             return self.searcher.search(question, self.groups, k, retrieval=mode)  # type: ignore[arg-type]
-        from assistant.edge_index import EdgeIndex
+        from qdrant_edge import SparseVector
+
+        from assistant.edge_index import EdgeIndex, weigh_terms
 
         index = self.searcher.index
         if not isinstance(index, EdgeIndex):
@@ -83,9 +85,10 @@ class Retriever:
         self.searcher.check_model()
         dense = self.searcher.embedder.embed_query(question)
         keyword = sparse.embed_query(question)
-        request = leg_request(mode, dense, keyword, self.groups, k)
         with index.shard() as shard:
-            points = shard.query(request)
+            terms = (list(keyword.indices), list(keyword.values))
+            weighted = SparseVector(*weigh_terms(shard, terms, self.groups))
+            points = shard.query(leg_request(mode, dense, weighted, self.groups, k))
         hits = []
         for point in points:
             vectors = point.vector or {}

@@ -5,14 +5,21 @@
 - `ServerIndex` (assistant/server_index.py): a Qdrant server or cluster through
   qdrant-client, when `TAIMATSU_QDRANT_URL` is set.
 
-Each chunk is one point: a dense vector "dense", a sparse keyword vector "bm25" (IDF
-applied by the engine), and a payload: root, source (path relative to root), doc_hash,
-chunk (number), chunks (count), page, section, text, kind, groups, indexed_at. Writes are
-backend-neutral operations applied in order in one short critical section.
+Each chunk is one point: a dense vector "dense", a sparse keyword vector "bm25" (BM25
+term-frequency weights, no IDF), and a payload: root, source (path relative to root),
+doc_hash, chunk (number), chunks (count), page, section, text, kind, groups, indexed_at,
+and terms (the keyword vector's term ids, indexed). Writes are backend-neutral
+operations applied in order in one short critical section.
+
+The keyword leg's IDF is computed per question over the chunks the asker may read
+(`visible_idf`, from counts filtered by the asker's groups), never over the whole index:
+an engine-side IDF (`modifier=Idf`) counts hidden chunks too, so an outsider's scores and
+order of passages would change with documents they cannot read.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +28,12 @@ from assistant.embedder import ModelStamp
 from assistant.routing import Legs
 from assistant.settings import Settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: keyword IDF over the asker's chunks (payload "terms", no modifier)
 DENSE = "dense"
 SPARSE = "bm25"
+TERMS = "terms"
 KEYWORD_FIELDS = ("groups", "root", "source", "doc_hash")
-INTEGER_FIELDS = ("chunk",)
+INTEGER_FIELDS = ("chunk", TERMS)
 
 
 class StoreError(RuntimeError):
@@ -112,8 +120,25 @@ class SetGroups:
 Operation = Upsert | DeleteDocument | SetGroups
 
 
+def with_terms(point: ChunkPoint) -> dict[str, Any]:
+    """The payload a point is stored with: its keyword terms added, for `visible_idf`."""
+    return {**point.payload, TERMS: list(point.sparse_indices)}
+
+
+def visible_idf(total: int, frequencies: list[int]) -> list[float]:
+    """BM25's IDF of each query term (the formula Qdrant's `modifier=Idf` uses) over the
+    `total` chunks the asker may read, `frequencies` of which hold the term."""
+    return [math.log(1 + (total - df + 0.5) / (df + 0.5)) for df in frequencies]
+
+
 def stamp_problem(recorded: dict[str, Any] | None, stamp: ModelStamp) -> str | None:
     """Why vectors from `stamp` must not go into an index stamped `recorded`, or None."""
+    schema = (recorded or {}).get("schema", SCHEMA_VERSION)
+    if schema != SCHEMA_VERSION:
+        return (
+            f"the index was built by another version of Taimatsu (index schema {schema}, "
+            f"this version uses {SCHEMA_VERSION}); run `taimatsu reindex` to rebuild it"
+        )
     model = (recorded or {}).get("model", {})
     if model.get("checksum") == stamp.checksum and model.get("dim") == stamp.dim:
         return None

@@ -66,6 +66,9 @@ class Passage:
         return ", ".join(parts)
 
 
+TIES = 10  # extra passages fetched to break ties by id (RRF gives many equal scores)
+
+
 class QuestionTooLong(ValueError):
     """A question past max_question_chars, refused in one sentence in its language."""
 
@@ -115,7 +118,9 @@ class Searcher:
         self.check_model()
         keyword = sparse.embed_query(query)
         limit = k or self.settings.top_k
-        fetch = max(limit, self.settings.rerank_candidates) if self.reranker else limit
+        # a few more than asked, so that passages tied at the cut are all seen and the
+        # order below decides between them, not the engine's internal point order
+        fetch = max(limit, self.settings.rerank_candidates) if self.reranker else limit + TIES
         hits = self.index.hybrid(
             self.embedder.embed_query(query),
             (list(keyword.indices), list(keyword.values)),
@@ -123,9 +128,8 @@ class Searcher:
             limit=fetch,
             legs=legs_for(query, retrieval or self.settings.retrieval),
         )
-        hits = current_versions(hits)
-        if self.reranker:
-            hits = self.reranker.rerank(query, hits, limit)
+        hits = sorted(current_versions(hits), key=lambda h: (-h.score, h.id))
+        hits = self.reranker.rerank(query, hits, limit) if self.reranker else hits[:limit]
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
 
 

@@ -32,6 +32,7 @@ from assistant.index import (
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     SPARSE,
+    TERMS,
     ChunkPoint,
     DeleteDocument,
     DocInfo,
@@ -44,6 +45,8 @@ from assistant.index import (
     make_hit,
     stamp_problem,
     stamp_record,
+    visible_idf,
+    with_terms,
 )
 from assistant.routing import Legs
 from assistant.settings import Settings
@@ -102,7 +105,9 @@ def _operations(op: Operation) -> list[tuple[int, models.UpdateOperation]]:
 
 def _point(p: ChunkPoint) -> models.PointStruct:
     keyword = models.SparseVector(indices=p.sparse_indices, values=p.sparse_values)
-    return models.PointStruct(id=p.id, vector={DENSE: p.dense, SPARSE: keyword}, payload=p.payload)
+    return models.PointStruct(
+        id=p.id, vector={DENSE: p.dense, SPARSE: keyword}, payload=with_terms(p)
+    )
 
 
 def _display_url(url: str) -> str:
@@ -323,7 +328,7 @@ class ServerIndex(Index):
                     DENSE: models.VectorParams(size=stamp.dim, distance=models.Distance.COSINE)
                 },
                 sparse_vectors_config={
-                    SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    SPARSE: models.SparseVectorParams()  # IDF: per asker, see _weigh_terms
                 },
                 metadata={STAMP_KEY: stamp_record(stamp, time.time())},
                 shard_number=self.settings.qdrant_shards,
@@ -482,6 +487,25 @@ class ServerIndex(Index):
             ).count
         return {"documents": documents, "chunks": chunks}
 
+    def _weigh_terms(
+        self, sparse: tuple[list[int], list[float]], visible: models.Filter
+    ) -> tuple[list[int], list[float]]:
+        """The query's keyword weights times each term's IDF over the chunks the asker may
+        read (counted with the asker's filter; see assistant/index.py, visible_idf)."""
+        indices, values = list(sparse[0]), list(sparse[1])
+        if not indices:
+            return indices, values
+
+        def count(*extra: models.FieldCondition) -> int:
+            flt = models.Filter(must=[*(visible.must or []), *extra])  # type: ignore[misc]
+            return self.client.count(self.name, count_filter=flt, exact=True).count
+
+        with self._server():
+            total = count()
+            frequencies = [count(_match(TERMS, t)) for t in indices]
+        weights = visible_idf(total, frequencies)
+        return indices, [v * w for v, w in zip(values, weights, strict=True)]
+
     def hybrid(
         self,
         dense: list[float],
@@ -493,6 +517,8 @@ class ServerIndex(Index):
     ) -> list[Hit]:
         flt = groups_filter(groups)
         depth = max(candidates, limit)
+        if legs != "dense":
+            sparse = self._weigh_terms(sparse, flt)
         keyword = models.SparseVector(indices=list(sparse[0]), values=list(sparse[1]))
         if legs == "both":
             query: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K))

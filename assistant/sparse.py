@@ -1,7 +1,8 @@
 """The keyword leg: BM25-style sparse vectors, with Japanese made searchable.
 
-Qdrant Edge's `Bm25` hashes tokens into sparse vectors; the server applies IDF through
-the collection's `modifier=Idf`, the embedded engine likewise. Its word tokenizer sees a
+Qdrant Edge's `Bm25` hashes tokens into sparse vectors of term-frequency weights; the
+IDF is applied to the query's terms at search time, counted over the chunks the asker may
+read (assistant/index.py, `visible_idf`). Its word tokenizer sees a
 run of kanji and kana as one "word", and its multilingual tokenizer segments a kanji-only
 query differently from the same kanji inside a sentence (measured: 有給休暇 alone gave no
 token in common with a sentence containing it). So runs of CJK characters are rewritten

@@ -5,8 +5,11 @@
 For each size, builds an embedded index of that many chunks (random unit vectors and
 keyword vectors from a real vocabulary, each chunk readable by 1-3 of 20 groups,
 written through the product's own Index.write and optimized as the engine would), then
-runs the product's hybrid query (dense + keyword, RRF, group filter inside the query):
-once on an open shard (engine cost) and once as the page does it (open, query, close).
+runs the product's queries with the group filter inside (and the keyword leg's IDF
+counted over the asker's chunks): hybrid (dense + keyword, RRF),
+and each leg alone as `TAIMATSU_RETRIEVAL=by-language` routes an English (dense) or a
+Japanese (keyword) question — once on an open shard (engine cost) and once as the page
+does it (open, query, close).
 In the same run it times the embedding of one query with the real model. Target:
 retrieval adds less than the query embedding itself. Also reports the index's size on
 disk and the process's peak memory.
@@ -29,11 +32,12 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from assistant import sparse  # noqa: E402
-from assistant.edge_index import EdgeIndex, hybrid_request  # noqa: E402
+from assistant.edge_index import EdgeIndex, hybrid_request, weigh_terms  # noqa: E402
 from assistant.embedder import Embedder, ModelStamp  # noqa: E402
 from assistant.index import ChunkPoint, Upsert  # noqa: E402
 
 GROUPS = [f"group-{i:02d}" for i in range(20)]
+LEGS = ("both", "dense", "keyword")  # hybrid; by-language's English and Japanese paths
 WORDS = (
     "leave policy expense claim taxi receipt vpn certificate error password laptop "
     "network office meeting room budget invoice contract holiday training security "
@@ -103,29 +107,33 @@ def main() -> None:
                 dense = (dense / np.linalg.norm(dense)).tolist()
                 groups = rng.sample(GROUPS, 2)
                 queries.append((dense, (list(keyword.indices), list(keyword.values)), groups))
-            engine_ms, page_ms = [], []
-            hits = 0
-            with index.shard() as shard:  # engine cost: one open shard
-                for dense, keyword, groups in queries:
+            for legs in LEGS:
+                engine_ms, page_ms = [], []
+                hits = 0
+                with index.shard() as shard:  # engine cost: one open shard
+                    for dense, keyword, groups in queries:
+                        start = time.perf_counter()  # with the asker's IDF counts
+                        terms = keyword if legs == "dense" else weigh_terms(shard, keyword, groups)
+                        request = hybrid_request(dense, terms, groups, 5, legs=legs)
+                        hits += len(shard.query(request))
+                        engine_ms.append((time.perf_counter() - start) * 1000)
+                for dense, keyword, groups in queries:  # as the page does it
                     start = time.perf_counter()
-                    hits += len(shard.query(hybrid_request(dense, keyword, groups, 5)))
-                    engine_ms.append((time.perf_counter() - start) * 1000)
-            for dense, keyword, groups in queries:  # as the page does it
-                start = time.perf_counter()
-                index.hybrid(dense, keyword, groups, limit=5)
-                page_ms.append((time.perf_counter() - start) * 1000)
-            rows.append((size, build_s, engine_ms, page_ms, folder_mb(Path(tmp)), hits))
+                    index.hybrid(dense, keyword, groups, limit=5, legs=legs)
+                    page_ms.append((time.perf_counter() - start) * 1000)
+                disk = folder_mb(Path(tmp))
+                rows.append((size, legs, build_s, engine_ms, page_ms, disk, hits))
 
     med_embed = statistics.median(embed_ms)
     print(f"embed one query (all-MiniLM-L6-v2, CPU): median {med_embed:.1f} ms, "
           f"p95 {percentile(embed_ms, 95):.1f} ms")  # fmt: skip
-    print(f"{'chunks':>8} {'build s':>8} {'engine med':>11} {'engine p95':>11} "
+    print(f"{'chunks':>8} {'legs':>8} {'build s':>8} {'engine med':>11} {'engine p95':>11} "
           f"{'open+query med':>15} {'p95':>7} {'x embed':>8} {'disk MB':>8}")  # fmt: skip
-    for size, build_s, engine_ms, page_ms, disk, hits in rows:
+    for size, legs, build_s, engine_ms, page_ms, disk, hits in rows:
         assert hits > 0
         med_page = statistics.median(page_ms)
         print(
-            f"{size:>8} {build_s:>8.1f} {statistics.median(engine_ms):>9.2f}ms "
+            f"{size:>8} {legs:>8} {build_s:>8.1f} {statistics.median(engine_ms):>9.2f}ms "
             f"{percentile(engine_ms, 95):>9.2f}ms {med_page:>13.2f}ms "
             f"{percentile(page_ms, 95):>5.1f}ms {med_page / med_embed:>8.2f} {disk:>8.0f}"
         )

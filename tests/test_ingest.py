@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from assistant.edge_index import EdgeIndex as Store
-from assistant.index import ModelMismatch
+from assistant.index import SCHEMA_VERSION, ModelMismatch
 from assistant.retrieval import Searcher
 from ingest.acl import glob_regex
 from ingest.parsers import parse
@@ -129,6 +129,25 @@ def test_other_model_is_refused_with_reindex_hint(settings, embedder, corpus):
     stamp_path.write_text(json.dumps(stamp))
     with pytest.raises(ModelMismatch, match="taimatsu reindex"):
         Ingestor(settings, embedder).run(corpus)
+
+
+def test_an_index_of_an_older_schema_is_refused_and_reindex_rebuilds_it(settings, embedder, corpus):
+    """Schema 1 applied IDF over the whole collection (hidden documents included); its
+    keyword scores must not be mixed with this version's: queries and runs refuse it in
+    one sentence, `taimatsu reindex` rebuilds it."""
+    Ingestor(settings, embedder).run(corpus)
+    stamp_path = Store(settings.data_dir).stamp_path
+    stamp = json.loads(stamp_path.read_text())
+    stamp["schema"] = 1
+    stamp_path.write_text(json.dumps(stamp))
+    with pytest.raises(ModelMismatch, match=r"index schema 1.*run `taimatsu reindex`"):
+        Ingestor(settings, embedder).run(corpus)
+    search = run_cli("search", "VPN", "--json", settings=settings)
+    assert search.returncode != 0 and "taimatsu reindex" in search.stderr
+    assert "Traceback" not in search.stderr
+    assert run_cli("reindex", "--json", settings=settings).returncode == 0
+    assert json.loads(stamp_path.read_text())["schema"] == SCHEMA_VERSION
+    assert run_cli("search", "VPN", "--json", settings=settings).returncode == 0
 
 
 def test_not_a_folder_is_a_clear_error(settings, embedder, tmp_path):

@@ -6,6 +6,7 @@ behaviour. The wire-level checks talk HTTP to a small stand-in server on 127.0.0
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 import time
@@ -301,7 +302,8 @@ def test_schema_and_stamp_in_the_collection(settings, model, local_client):
     (created,) = recording.named("create_collection")
     dense = created["vectors_config"][DENSE]
     assert (dense.size, dense.distance) == (model.stamp.dim, models.Distance.COSINE)
-    assert created["sparse_vectors_config"][SPARSE].modifier == models.Modifier.IDF
+    # no engine IDF: it would count chunks the asker may not read (visible_idf instead)
+    assert created["sparse_vectors_config"][SPARSE].modifier is None
     indexes = {c["field_name"]: c["field_schema"] for c in recording.named("create_payload_index")}
     assert indexes == {
         **{name: models.PayloadSchemaType.KEYWORD for name in KEYWORD_FIELDS},
@@ -422,6 +424,8 @@ class _StandIn(BaseHTTPRequestHandler):
         self.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         if self.path.startswith("/collections/taimatsu/points/query"):
             result: object = {"points": []}
+        elif self.path.startswith("/collections/taimatsu/points/count"):
+            result = {"count": 3}
         else:
             result = [{"operation_id": 1, "status": "completed"}]
         self._answer(200, {"result": result, "status": "ok"})
@@ -466,9 +470,11 @@ def test_over_the_wire_writes_wait_and_queries_filter(stand_in, tmp_path):
     assert index.hybrid([0.6, 0.8], ([7], [1.0]), ["hr"], 3) == []
     assert [(m, path) for m, path, _ in _StandIn.seen] == [
         ("POST", "/collections/taimatsu/points/batch?wait=true"),
+        ("POST", "/collections/taimatsu/points/count"),  # the asker's chunks
+        ("POST", "/collections/taimatsu/points/count"),  # ... holding term 7
         ("POST", "/collections/taimatsu/points/query"),
     ]
-    write, query = _StandIn.bodies
+    write, total, term, query = _StandIn.bodies
     upsert, delete = write["operations"]
     assert upsert["upsert"]["points"][0]["vector"]["bm25"] == {"indices": [7], "values": [1.0]}
     assert delete["delete"]["filter"]["must_not"] == [{"key": "doc_hash", "match": {"value": "h1"}}]
@@ -476,3 +482,8 @@ def test_over_the_wire_writes_wait_and_queries_filter(stand_in, tmp_path):
     assert [leg["filter"] for leg in query["prefetch"]] == [groups, groups]
     assert [leg["using"] for leg in query["prefetch"]] == ["dense", "bm25"]
     assert query["filter"] == groups and query["query"] == {"rrf": {"k": 60}}
+    # the keyword leg's IDF is counted over the asker's chunks only, and weighs the query
+    assert total["filter"] == groups and total["exact"] is True
+    assert term["filter"]["must"] == [*groups["must"], {"key": "terms", "match": {"value": 7}}]
+    (keyword,) = [leg["query"] for leg in query["prefetch"] if leg["using"] == "bm25"]
+    assert keyword == {"indices": [7], "values": [pytest.approx(math.log(1 + 0.5 / 3.5))]}
