@@ -5,7 +5,9 @@ there is one, else the HTML part as text); section = the subject. Attachments wi
 parser of their own (PDF, DOCX, XLSX, another .eml, ...) are parsed through the
 registry and follow as "Subject > attachment: NAME" sections. An attachment that cannot
 be read is skipped (and logged); it never fails the message. Mail nested in mail is
-followed `MAX_NESTING` levels deep.
+followed `MAX_NESTING` levels deep. A header is read up to `MAX_HEADER_CHARS`: the stdlib
+parses headers in quadratic time (136 kB of Content-Type took 7 s; a 1 MB Subject, minutes
+or all of the worker's memory).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextvars import ContextVar
-from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 from pathlib import Path, PurePosixPath
 
 from ingest.parsers import ParseError, Section, decode_text, parse_html
@@ -25,7 +27,22 @@ log = logging.getLogger(__name__)
 MAX_NESTING = 3  # a message attached to a message attached to a message
 MAX_ATTACHMENTS = 100
 MAX_PART_DEPTH = 20  # multipart inside multipart
+MAX_HEADER_CHARS = 16_384  # a Subject of 16 kB is already absurd
 _depth: ContextVar[int] = ContextVar("taimatsu_mail_depth", default=0)
+
+
+class _Policy(EmailPolicy):
+    """policy.default, but a header is cut to `MAX_HEADER_CHARS` before it is parsed;
+    with refold_source="none", attached mail is written back with its headers as they
+    came (refolding a long header parses it too)."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        if isinstance(value, str) and len(value) > MAX_HEADER_CHARS:
+            value = value[:MAX_HEADER_CHARS]
+        return super().header_fetch_parse(name, value)
+
+
+_POLICY = _Policy(refold_source="none")
 
 
 def _header(message: Message, name: str) -> str:
@@ -36,8 +53,9 @@ def _header(message: Message, name: str) -> str:
         text = ""
     if "\ufffd" in text:  # raw 8-bit bytes (Shift_JIS from old mailers): guess again
         raw = next((v for k, v in message.raw_items() if k.lower() == name), "")
+        raw = str(raw)[:MAX_HEADER_CHARS]
         try:
-            text = decode_text(str(raw).encode("ascii", "surrogateescape")) if raw else text
+            text = decode_text(raw.encode("ascii", "surrogateescape")) if raw else text
         except (ParseError, UnicodeError):
             pass
     return " ".join(text.split())
@@ -81,7 +99,7 @@ def _attachment(part: Message, body: Message | None) -> tuple[str, bytes] | None
         if not isinstance(inner, Message):
             return None
         name = part.get_filename() or f"{_header(inner, 'subject') or 'message'}.eml"
-        return name, inner.as_bytes(policy=policy.default)
+        return name, inner.as_bytes(policy=_POLICY)
     name = part.get_filename()
     if not name:
         return None
@@ -101,7 +119,7 @@ def parse_eml(data: bytes) -> list[Section]:
     if depth >= MAX_NESTING:
         raise ParseError(f"mail nested more than {MAX_NESTING} levels deep; not followed")
     try:
-        message = BytesParser(policy=policy.default).parsebytes(data)
+        message = BytesParser(policy=_POLICY).parsebytes(data)
     except Exception as exc:  # the parser is lenient; anything it raises is a broken file
         raise ParseError(f"unreadable e-mail message ({exc.__class__.__name__})") from exc
     if not isinstance(message, EmailMessage) or not any(
@@ -124,7 +142,11 @@ def parse_eml(data: bytes) -> list[Section]:
 
     attached = 0
     for part in _leaves(message):
-        found = _attachment(part, body)
+        try:
+            found = _attachment(part, body)
+        except Exception as exc:  # e.g. RecursionError writing back mail nested 250 deep
+            log.info("%s: an attachment skipped (%s)", label, exc.__class__.__name__)
+            continue
         if found is None:
             continue
         name, payload = _clean_name(found[0]), found[1]

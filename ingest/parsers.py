@@ -149,6 +149,8 @@ def parse_html(data: bytes | str) -> list[Section]:
     """HTML as sections by heading; `data` may be already-decoded text (mail bodies)."""
     from bs4 import BeautifulSoup, NavigableString, Tag
 
+    if isinstance(data, bytes):  # valid UTF-8 is UTF-8 (bs4 took 2 kana for GB18030)
+        data = _strict(data, "utf-8-sig") or data
     soup = BeautifulSoup(data, "lxml")
     for tag in soup.find_all(_HTML_DROP):
         tag.decompose()
