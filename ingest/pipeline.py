@@ -299,8 +299,11 @@ class Ingestor:
                 summary.acl_updated += 1
             summary.unchanged += 1
             return
-        if doc_hash in by_hash:  # the same bytes are indexed elsewhere: a move or a copy
-            reused = self._reuse(root, by_hash[doc_hash], source, doc_hash, groups)
+        # the same bytes are indexed elsewhere (a move or a copy) and read by the same
+        # parser: the parser goes by the extension (notes.txt renamed notes.md is parsed anew)
+        twin = by_hash.get(doc_hash)
+        if twin is not None and Path(twin).suffix.lower() == path.suffix.lower():
+            reused = self._reuse(root, twin, source, doc_hash, groups)
             if reused:
                 summary.chunks_reused += reused
                 self._count_new(summary, versions)

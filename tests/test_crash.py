@@ -11,7 +11,8 @@ correctly; the next run must finish the job, to the same index a fresh ingestion
 The corpus is generated: small notes, each paragraph a fact with its own code, ingested
 with the smallest chunk size (one chunk per paragraph). Moved notes make a run write
 several times (a move reuses vectors, and flushes first), so there are points between
-writes and inside them to kill a run at.
+writes and inside them to kill a run at. The last test does it at scale: twenty kills at
+moments drawn from a seeded RNG, over 320 notes changed between runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,7 @@ from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.chunker import Chunker
 from ingest.parsers import parse
-from ingest.pipeline import Ingestor, display_path, walk
+from ingest.pipeline import Ingestor, chunk_id, display_path, walk
 from tests.conftest import SAMPLES, closed_port_url, json_lines
 
 pytestmark = pytest.mark.skipif(
@@ -68,15 +70,16 @@ QUERIES = [
 # -- the corpus -----------------------------------------------------------------------------
 
 
-def note(i: int, version: int = 1) -> str:
-    """Eight paragraphs of facts; version 2 rewrites paragraph 3 and keeps the others."""
+def note(i: int, version: int = 1, paragraphs: int = 8) -> str:
+    """Eight paragraphs of facts (or `paragraphs`); version 2 rewrites paragraph 3 and keeps
+    the others."""
     rng = random.Random(i)
-    paragraphs = [f"# Note {i}"]
-    for p in range(8):
+    lines = [f"# Note {i}"]
+    for p in range(paragraphs):
         code = f"K{i:03d}P{p}" + ("V2" if version == 2 and p == 3 else "")
         words = " ".join(rng.choice(WORDS) for _ in range(9))
-        paragraphs.append(f"Item {code} concerns the {rng.choice(WORDS)}: {words}.")
-    return "\n\n".join(paragraphs) + "\n"
+        lines.append(f"Item {code} concerns the {rng.choice(WORDS)}: {words}.")
+    return "\n\n".join(lines) + "\n"
 
 
 def note_path(docs: Path, i: int) -> Path:
@@ -124,21 +127,31 @@ def settings_for(data: Path) -> Settings:
 
 # Loaded into a run (as sitecustomize) to SIGKILL it at an exact point no outside
 # observer can catch: right after the store applied its n-th upsert of a document's
-# points, before the removal of that document's other versions.
+# points, before the removal of that document's other versions. With
+# TAIMATSU_TEST_KILL_REPLACING=1 only upserts of a document the index already holds in
+# another version count: the kill then always leaves a half-replaced document.
 KILL_HOOK = """
 import os, signal
 import assistant.edge_index as edge
 from assistant.index import Upsert
+from qdrant_edge import CountRequest
 
 _after = int(os.environ["TAIMATSU_TEST_KILL_AFTER_UPSERTS"])
-_kinds = []  # of the operations converted for the write in progress, in order
+_replacing = os.environ.get("TAIMATSU_TEST_KILL_REPLACING") == "1"
+_upserts = []  # of the operations converted for the write in progress, in order
 _convert = edge._operation
 _real = edge.EdgeShard
 
 
 def _operation(op):
-    _kinds.append(isinstance(op, Upsert))
+    _upserts.append(op if isinstance(op, Upsert) else None)
     return _convert(op)
+
+
+def _replaces(shard, upsert):
+    first = upsert.points[0].payload
+    others = edge.document_filter(first["root"], first["source"], first["doc_hash"])
+    return shard.count(CountRequest(exact=True, filter=others)) > 0
 
 
 class _Shard:
@@ -149,9 +162,11 @@ class _Shard:
         return getattr(self._shard, name)
 
     def update(self, operation):
+        upsert = _upserts.pop(0)
+        counts = upsert is not None and (not _replacing or _replaces(self._shard, upsert))
         self._shard.update(operation)
         global _after
-        if _kinds.pop(0):
+        if counts:
             _after -= 1
             if _after == 0:  # the run and any helper process it started
                 os.killpg(os.getpgid(0), signal.SIGKILL)
@@ -171,7 +186,11 @@ edge.EdgeShard = EdgeShard
 
 
 def start_ingest(
-    docs: Path, data: Path, kill_after_upserts: int = 0, **env_extra: str
+    docs: Path,
+    data: Path,
+    kill_after_upserts: int = 0,
+    replacing: bool = False,
+    **env_extra: str,
 ) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
     if kill_after_upserts:
@@ -180,6 +199,7 @@ def start_ingest(
         (hook / "sitecustomize.py").write_text(KILL_HOOK, encoding="utf-8")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
         env["TAIMATSU_TEST_KILL_AFTER_UPSERTS"] = str(kill_after_upserts)
+        env["TAIMATSU_TEST_KILL_REPLACING"] = "1" if replacing else "0"
     env.update(
         TAIMATSU_DATA_DIR=str(data),
         TAIMATSU_CHUNK_SIZE=str(CHUNK_SIZE),
@@ -325,11 +345,11 @@ def kill_at(
 # -- what "answering correctly" means ------------------------------------------------------------
 
 
-def scan(index: EdgeIndex) -> dict[str, dict]:
-    """Every point's id and payload (without text and vectors)."""
+def scan(index: EdgeIndex, text: bool = False) -> dict[str, dict]:
+    """Every point's id and payload (without vectors; without text unless asked)."""
     points: dict[str, dict] = {}
     offset = None
-    fields = ["source", "doc_hash", "chunk", "chunks", "indexed_at"]
+    fields = ["source", "doc_hash", "chunk", "chunks", "indexed_at", *(["text"] if text else [])]
     with index.shard() as shard:
         while True:
             records, offset = shard.scroll(
@@ -341,16 +361,22 @@ def scan(index: EdgeIndex) -> dict[str, dict]:
 
 
 def check_answers(
-    settings: Settings, embedder: Embedder, root: str, known: set[tuple[str, str]]
+    settings: Settings,
+    embedder: Embedder,
+    root: str,
+    known: set[tuple[str, str]],
+    queries: list[str] = QUERIES,
+    max_versions: int | None = 2,
 ) -> dict[str, int]:
     """The index opens and answers as if every write were all-or-nothing: each document
-    version it holds is whole and is one the corpus had; no search shows a passage twice
-    or two versions of one document. Returns how many documents (versions) it holds and
-    how many documents are there in two versions (a replacement the next run finishes)."""
+    version it holds is whole and is one the corpus had (a document in at most
+    `max_versions` versions); no search shows a passage twice or two versions of one
+    document. Returns how many documents (versions) it holds and how many documents are
+    there in two versions or more (a replacement the next run finishes)."""
     index = EdgeIndex(settings.data_dir, LOCK_TIMEOUT)
     searcher = Searcher(settings, embedder)
     if not index.exists():  # killed before the index was created
-        assert all(searcher.search(q, ["everyone"], 10) == [] for q in QUERIES)
+        assert all(searcher.search(q, ["everyone"], 10) == [] for q in queries)
         return {"documents": 0, "two_versions": 0}
     points = scan(index)
     numbers: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -367,12 +393,12 @@ def check_answers(
     by_source: dict[str, set[str]] = defaultdict(set)
     for source, doc_hash in numbers:
         by_source[source].add(doc_hash)
-    assert all(len(hashes) <= 2 for hashes in by_source.values())
+    assert max_versions is None or all(len(h) <= max_versions for h in by_source.values())
     assert index.counts() == {"documents": len(numbers), "chunks": len(points)}
     manifest = index.manifest(root)
     assert {source: info.hashes for source, info in manifest.items()} == by_source
 
-    for query in QUERIES:
+    for query in queries:
         shown: dict[str, str] = {}
         passages: set[tuple[str, int]] = set()
         for passage in searcher.search(query, ["everyone"], 40):
@@ -384,7 +410,7 @@ def check_answers(
             passages.add((source, payload["chunk"]))
     return {
         "documents": len(numbers),
-        "two_versions": sum(len(hashes) == 2 for hashes in by_source.values()),
+        "two_versions": sum(len(hashes) >= 2 for hashes in by_source.values()),
     }
 
 
@@ -574,3 +600,379 @@ def test_a_second_run_waits_or_says_busy_while_the_page_keeps_answering(
     )
     state = check_answers(settings, embedder, root, set(expected.items()))
     assert state == {"documents": len(expected), "two_versions": 0}
+
+
+# -- at scale: twenty kills at random moments --------------------------------------------------
+
+SCALE_NOTES = 320  # of one or two short paragraphs, a chunk each: 480 chunks
+SCALE_KILLS = 20
+PARSING = "after its parser starts"  # a run with work for the parser and the model
+KINDS = ("delay", "in a section", "after a section", "after a replacing upsert", PARSING)
+# torch's threads spin against each other on a loaded machine: there, one thread embeds two
+# to three times faster, and a question ten times faster (a test knob, for the test's time)
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class Moment:
+    """When to kill a run: `delay` seconds after it takes the ingestion lock; or inside
+    its `count`-th critical section on the store (a read or a write: it holds the intent
+    lock and the shard open, seen in /proc/locks), `delay` seconds after the section
+    began; or `delay` seconds after that section ended; or, by the run itself, right
+    after its `count`-th upsert of a document the index holds in another version; or
+    `delay` seconds after it started its parsing process (parsing the first file that
+    is not reused, then loading the model, embedding, writing)."""
+
+    kind: str
+    count: int = 0
+    delay: float = 0.0
+
+    @classmethod
+    def draw(cls, rng: random.Random, kind: str) -> Moment:
+        if kind == "delay":
+            return cls(kind, delay=round(rng.uniform(0.0, 3.0), 3))
+        if kind == "in a section":
+            return cls(kind, rng.randint(1, 10), round(rng.uniform(0.0, 0.01), 4))
+        if kind == "after a section":
+            return cls(kind, rng.randint(1, 10), round(rng.uniform(0.0, 0.3), 3))
+        if kind == PARSING:
+            return cls(kind, delay=round(rng.uniform(0.0, 6.0), 3))
+        return cls(kind, rng.randint(1, 3))
+
+
+class Expected:
+    """What a fresh ingestion makes of each content: the chunk texts of the bytes with
+    this sha256 in a file with this extension (the parser goes by the extension)."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self.chunker = Chunker(embedder.count_tokens, settings.chunk_size, settings.chunk_overlap)
+        self.texts: dict[tuple[str, str], list[str]] = {}
+
+    def learn(self, docs: Path) -> None:
+        for path in walk(docs):
+            data = path.read_bytes()
+            key = (path.suffix.lower(), hashlib.sha256(data).hexdigest())
+            if key not in self.texts:
+                self.texts[key] = [c.text for c in self.chunker.chunks(parse(path, data))]
+
+    def chunks(self, root: str, source: str, doc_hash: str) -> dict[str, str]:
+        texts = self.texts[(Path(source).suffix.lower(), doc_hash)]
+        return {chunk_id(root, source, doc_hash, n): text for n, text in enumerate(texts)}
+
+
+def held_versions(data: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(source, doc_hash) -> {chunk id: text} of every point of the index (read through
+    EdgeIndex, while no run is alive)."""
+    index = EdgeIndex(data, LOCK_TIMEOUT)
+    if not index.exists():
+        return {}
+    held: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for point_id, payload in scan(index, text=True).items():
+        held[(payload["source"], payload["doc_hash"])][point_id] = payload["text"]
+    return dict(held)
+
+
+def check_whole_versions(
+    held: dict[tuple[str, str], dict[str, str]],
+    allowed: set[tuple[str, str]],
+    expected: Expected,
+    root: str,
+) -> None:
+    """Every document version the index holds is one of `allowed` and has exactly the
+    chunks (ids and texts) a fresh ingestion gives that version: none partial, none mixed."""
+    for (source, doc_hash), chunks in held.items():
+        assert (source, doc_hash) in allowed, f"{source} {doc_hash[:12]}: not an allowed version"
+        want = expected.chunks(root, source, doc_hash)
+        assert chunks == want, (
+            f"{source} {doc_hash[:12]}: {len(chunks)} chunks, not exactly the {len(want)} "
+            "of that version"
+        )
+
+
+def mutate(
+    docs: Path, rng: random.Random, run: int, held: set[tuple[str, str]], edit: bool
+) -> None:
+    """Between two runs. Always, without work for the model (the bytes are indexed, their
+    vectors are reused): move two notes to another folder, overwrite three with another
+    indexed note's bytes (replacements), copy one, delete one. With `edit`, also: edit six
+    (a paragraph more or fewer), add two new notes, rename one to the other extension
+    (another parser: it must be parsed and embedded again)."""
+    current = versions(docs)
+    ready = [s for s, h in sorted(current.items()) if (s, h) in held]
+    rng.shuffle(ready)
+    moves, targets, rest = ready[:2], ready[2:5], ready[5:]
+    for source in moves:
+        old = docs / source
+        new = docs / f"team{rng.randrange(10):02d}" / f"r{run:02d}m-{old.name}"
+        new.parent.mkdir(parents=True, exist_ok=True)
+        old.rename(new)
+    for source in targets:
+        donor = next(
+            s
+            for s in rest
+            if Path(s).suffix == Path(source).suffix and current[s] != current[source]
+        )
+        (docs / source).write_bytes((docs / donor).read_bytes())
+    donor = docs / rest[-1]
+    donor.with_name(f"r{run:02d}c-{donor.name}").write_bytes(donor.read_bytes())
+    others = sorted(set(current) - set(moves) - set(targets) - {rest[-1]})
+    rng.shuffle(others)
+    (docs / others.pop()).unlink()
+    if not edit:
+        return
+    for source in others[:6]:
+        path = docs / source
+        paragraphs = path.read_text(encoding="utf-8").rstrip("\n").split("\n\n")
+        if len(paragraphs) > 2:  # the title and two paragraphs or more
+            paragraphs.pop()
+        else:
+            words = " ".join(rng.choice(WORDS) for _ in range(9))
+            paragraphs.append(f"Item R{run:02d}E{rng.randrange(10**6)} concerns {words}.")
+        path.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    number = SCALE_NOTES + 10 * run
+    write_notes_small(docs, range(number, number + 2))
+    old = docs / others[6]
+    other = ".md" if old.suffix == ".txt" else ".txt"
+    old.rename(old.with_name(f"r{run:02d}x-{old.stem}{other}"))
+
+
+def write_notes_small(docs: Path, numbers: range) -> None:
+    for i in numbers:
+        path = note_path(docs, i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(note(i, paragraphs=1 + i % 2), encoding="utf-8")
+
+
+def parser_started(pid: int) -> bool:
+    """The run has started its parsing process (ingest/isolation.py), its only child."""
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return False
+
+
+def model_loaded(pid: int) -> bool:
+    """The run has begun loading the embedding model (torch is mapped in it)."""
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+            return any("libtorch" in line for line in fh)
+    except OSError:
+        return False
+
+
+def kill_now(proc: subprocess.Popen[str]) -> bool:
+    """SIGKILL the run (and its parser process); False if it had ended by itself."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _, err = proc.communicate()
+    if proc.returncode == -signal.SIGKILL:
+        return True
+    assert proc.returncode == 0, err
+    return False
+
+
+def kill_at_moment(
+    docs: Path,
+    data: Path,
+    moment: Moment,
+    processes: list[subprocess.Popen[str]],
+    fresh: bool = False,
+) -> dict[str, object] | None:
+    """Start a run and kill it at `moment`; what was seen just before the kill, or None
+    when the run ended first. Only /proc is watched meanwhile: the test never opens the
+    store while a run is alive. On a `fresh` index nothing is replaced: the hook counts
+    every upsert."""
+    if moment.kind == "after a replacing upsert":
+        proc = start_ingest(
+            docs, data, kill_after_upserts=moment.count, replacing=not fresh, **ONE_THREAD
+        )
+        processes.append(proc)
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            return None
+        assert proc.returncode == -signal.SIGKILL, err
+        return {"in_section": True, "parser": None, "model": None, "after_lock": None}
+    proc = start_ingest(docs, data, **ONE_THREAD)
+    processes.append(proc)
+    pid = proc.pid
+    while not holds_ingest_lock(pid, data) and proc.poll() is None:
+        time.sleep(0.002)
+    locked = time.monotonic()
+    if moment.kind == PARSING:
+        while not parser_started(pid) and proc.poll() is None:
+            time.sleep(0.005)
+    elif moment.kind != "delay":
+        seen, inside = 0, False
+        while proc.poll() is None:
+            now = writing(pid, data)
+            seen += now and not inside
+            if seen == moment.count and (now if moment.kind == "in a section" else not now):
+                break
+            inside = now
+            time.sleep(0.002)
+    time.sleep(moment.delay)
+    seen_now = {
+        "in_section": writing(pid, data),
+        "parser": parser_started(pid),
+        "model": model_loaded(pid),
+        "after_lock": round(time.monotonic() - locked, 2),
+    }
+    return seen_now if kill_now(proc) else None
+
+
+@pytest.mark.timeout(600)  # about 3 minutes on a loaded 2-core machine: room to spare
+def test_twenty_kills_at_random_moments_over_hundreds_of_files_converge(
+    tmp_path, embedder, processes, one_torch_thread
+):
+    """Crash consistency at scale (tracker issue 8, point 2).
+
+    Files: 320 notes of one or two short paragraphs (480 chunks) in ten folders, 320 to
+    about 330 as the runs go. Kills: 20 SIGKILLs of real `taimatsu ingest` runs, one per
+    run. The first run is on a fresh index; before each later one the folder changes:
+    two notes move to another folder, three are overwritten with another indexed note's
+    bytes (replacements that reuse vectors: no model needed), one is copied, one deleted;
+    before a run to be killed while parsing, six notes are also edited (a paragraph more
+    or fewer), two added and one renamed to the other extension (work for the parser and
+    the model). Runs: 20 killed CLI runs (a run that ends before its moment is checked
+    as converged and does not count: the next one takes the same kind of kill); after
+    the first kill and after each kill while parsing, an uninterrupted run in the test's
+    process (its model is loaded: that keeps the test near 2 minutes, 3 on a loaded
+    machine) that must leave exactly the folder's index; a final uninterrupted CLI run.
+
+    Moments, drawn from a seeded RNG (the seed is printed; CRASH_SEED=n replays the draws
+    and the folder changes, though where a kill lands also depends on timing): four kills
+    of each of five kinds, in shuffled order. A delay uniform in [0, 3] s after the run
+    takes the ingestion lock (index creation, manifest, hashing, reuse writes); inside
+    the k-th critical section on the store, k uniform in [1, 10], 0-10 ms after it began;
+    0-300 ms after the k-th one ended (between writes); right after the n-th upsert, n in
+    [1, 3], of a document the index holds in another version (by the run itself: it
+    always leaves a half-replaced document); a delay uniform in [0, 6] s after the run
+    starts its parsing process (parsing, model load, embedding, the writes after). The
+    test prints, per kill, what it saw just before it (in a store section, parser or
+    model started, whether the run had written) and a count by phase.
+
+    No check depends on where a kill lands. After each kill the index opens and holds
+    only versions that were in it before the run or are on disk, each with exactly the
+    chunk ids and texts a fresh ingestion gives it (never partial, never mixed); every
+    search (the product's Searcher, with questions aimed at both versions of half-
+    replaced documents) shows one version of a document and no passage twice. The final
+    run converges to exactly the chunks of a fresh ingestion of the final folder.
+    """
+    seed = int(os.environ.get("CRASH_SEED") or random.randrange(2**32))
+    print(f"CRASH_SEED={seed}")
+    started = time.monotonic()
+    plan_rng, corpus_rng = random.Random(seed), random.Random(seed ^ 0x5EED)
+    kinds = [kind for kind in KINDS for _ in range(SCALE_KILLS // len(KINDS))]
+    plan_rng.shuffle(kinds)
+
+    docs, data = tmp_path / "docs", tmp_path / "data"
+    write_notes_small(docs, range(SCALE_NOTES))
+    root = str(docs.resolve())
+    settings = settings_for(data)
+    expected = Expected(settings, embedder)
+    expected.learn(docs)
+    known = set(versions(docs).items())
+    held: dict[tuple[str, str], dict[str, str]] = {}
+    kills: list[dict[str, object]] = []
+    finished = 0
+
+    def converged(where: str) -> None:
+        now = held_versions(data)
+        on_disk = set(versions(docs).items())
+        assert set(now) == on_disk, f"{where}: {set(now) ^ on_disk}"
+        check_whole_versions(now, on_disk, expected, root)
+        state = check_answers(settings, embedder, root, on_disk)
+        assert state == {"documents": len(on_disk), "two_versions": 0}, where
+
+    run = catch_ups = 0
+    while len(kills) < SCALE_KILLS:
+        run += 1
+        assert run <= 2 * SCALE_KILLS, f"seed {seed}: too many runs ended before their kill"
+        edit = run > 1 and kinds[len(kills)] == PARSING
+        if run > 1:
+            mutate(docs, corpus_rng, run, set(held), edit)
+            expected.learn(docs)
+        on_disk = versions(docs)
+        known |= set(on_disk.items())
+        moment = Moment.draw(plan_rng, kinds[len(kills)])
+        where = f"seed {seed}, run {run}, {moment}"
+        seen = kill_at_moment(docs, data, moment, processes, fresh=run == 1)
+        if seen is None:  # it ended before the moment came: it must have finished the job
+            finished += 1
+            converged(where)
+            held = held_versions(data)
+            continue
+        after = held_versions(data)
+        check_whole_versions(after, set(held) | set(on_disk.items()), expected, root)
+        hashes: dict[str, list[str]] = defaultdict(list)
+        for source, doc_hash in after:
+            hashes[source].append(doc_hash)
+        halves = sorted(source for source, held_ in hashes.items() if len(held_) > 1)
+        # besides the usual questions: a passage of each version of a few half-replaced ones
+        queries = QUERIES + [
+            next(iter(after[(source, h)].values())) for source in halves[:3] for h in hashes[source]
+        ]
+        state = check_answers(settings, embedder, root, known, queries, max_versions=None)
+        if moment.kind == "after a replacing upsert" and run > 1:
+            assert state["two_versions"] >= 1, f"{where}: no half-replaced document"
+        kills.append(
+            {
+                "seconds": round(time.monotonic() - started, 1),
+                "run": run,
+                "moment": moment,
+                **seen,
+                "wrote": after != held,
+                "two_versions": state["two_versions"],
+            }
+        )
+        print(kills[-1], flush=True)
+        held = after
+        if run == 1 or edit:  # the test's own run (its model is loaded) finishes the job
+            summary = Ingestor(settings, embedder).run(docs)
+            assert summary.failed == [], summary.failed
+            catch_ups += 1
+            converged(f"{where}, the next run")
+            held = held_versions(data)
+
+    # the last run, uninterrupted, finishes the job
+    proc = start_ingest(docs, data, **ONE_THREAD)
+    processes.append(proc)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json_lines(out)[-1]["failed"] == []
+    converged(f"seed {seed}: the final run")
+    assert len(list((data / "generations").iterdir())) == 1  # no half-built leftovers
+
+    phases: dict[str, int] = defaultdict(int)
+    for kill_ in kills:
+        if kill_["moment"].kind == "after a replacing upsert":
+            phase = "in a write, right after a replacing upsert"
+        elif kill_["in_section"]:
+            phase = f"in a store section, {'having' if kill_['wrote'] else 'not yet'} written"
+        elif kill_["wrote"]:
+            phase = "between writes"
+        elif kill_["model"]:
+            phase = "before any write, model loading or loaded"
+        elif kill_["parser"]:
+            phase = "before any write, parsing (model not loaded yet)"
+        else:
+            phase = "before any write, no parser or model yet"
+        phases[phase] += 1
+    print(
+        f"seed {seed}: {len(kills)} kills in {run} CLI runs ({finished} ended first), "
+        f"{catch_ups} in-process runs after a kill, a final CLI run; "
+        f"{len(versions(docs))} files at the end; kills by phase: {dict(phases)}; "
+        f"with the model loading or loaded: {sum(k['model'] is True for k in kills)}"
+    )
