@@ -307,8 +307,14 @@ def test_hostile_documents_and_model_output_stay_inert_in_the_browser(
             page.goto(url, wait_until="domcontentloaded")
             wait_for_run(page)
             message = ask(page, "When are taxi fares reimbursed?")
-            for expander in message.get_by_test_id("stExpander").all():
+            # the final render: the model's text in full, the cursor gone, the passages
+            expect(message).to_contain_text("window.__pwned=7", timeout=ANSWER_MS)
+            expect(message).not_to_contain_text("▌")
+            passages = message.get_by_test_id("stExpander")
+            expect(passages.first).to_be_visible()
+            for expander in passages.all():
                 expander.locator("summary").click()  # open every cited passage too
+            expect(message).to_contain_text("window.__pwned = 2")  # the document's script
             wait_for_run(page)
             page.screenshot(path=artifacts / "hostile.png", full_page=True)
             content = message.inner_text()

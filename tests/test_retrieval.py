@@ -5,10 +5,9 @@ hybrid finding both; Japanese through the keyword leg's character bigrams."""
 from __future__ import annotations
 
 import pytest
-from qdrant_edge import Query, QueryRequest, SparseVector
 
 from assistant import sparse
-from assistant.edge_index import EdgeIndex, groups_filter
+from assistant.edge_index import EdgeIndex
 from assistant.index import DENSE, SPARSE
 from assistant.retrieval import Searcher
 from ingest.pipeline import Ingestor
@@ -54,18 +53,17 @@ def index(tmp_path_factory, embedder):
 
 
 def one_leg(settings, embedder, query: str, leg: str) -> list[str]:
-    """Sources ranked by one leg alone, with the same group filter as the hybrid."""
-    if leg == DENSE:
-        vector = embedder.embed_query(query)
-    else:
-        keyword = sparse.embed_query(query)
-        vector = SparseVector(list(keyword.indices), list(keyword.values))
-    flt = groups_filter(["everyone"])
-    request = QueryRequest(
-        limit=3, query=Query.Nearest(vector, using=leg), filter=flt, with_payload=True
+    """Sources ranked by one leg alone, as the product runs it (the same group filter as
+    the hybrid; the keyword leg with its IDF over the asker's chunks)."""
+    keyword = sparse.embed_query(query)
+    hits = EdgeIndex(settings.data_dir).hybrid(
+        embedder.embed_query(query),
+        (list(keyword.indices), list(keyword.values)),
+        ["everyone"],
+        3,
+        legs="dense" if leg == DENSE else "keyword",
     )
-    with EdgeIndex(settings.data_dir).shard() as shard:
-        return [p.payload["source"] for p in shard.query(request)]
+    return [h.payload["source"] for h in hits]
 
 
 def test_query_that_only_the_keyword_leg_answers(index, embedder):
