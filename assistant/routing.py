@@ -17,12 +17,11 @@ Legs = Literal["both", "dense", "keyword"]
 Retrieval = Literal["by-language", "hybrid", "dense", "keyword"]
 
 _JAPANESE = re.compile(r"[\u3041-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
-_EXACT_TERM = re.compile(
-    r"\b(?=[\w.-]*\d)(?=[\w.-]*[A-Za-z])\w[\w.-]*\w"  # letters and digits: VPN-0x2F, E1234
-    r"|\w+(?:_|::|->)\w+"  # snake_case, Foo::Bar, $obj->method
-    r"|\b[a-z]+[A-Z]\w*"  # camelCase
-    r"|[\"“`「『][^\"”`」』]{2,}[\"”`」』]"  # a quoted phrase
-)
+_TOKEN = re.compile(r"[\w.:>-]+")  # a word with the joiners of codes and identifiers
+_DIGIT = re.compile(r"\d")
+_LATIN = re.compile(r"[A-Za-z]")
+_CAMEL = re.compile(r"(?:^|[.:>-])[a-z]+[A-Z]")  # camelCase, not PascalCase
+_QUOTED = re.compile(r"[\"“`「『][^\"”`」』]{2,}[\"”`」』]")
 
 
 def language_of(text: str) -> str:
@@ -31,7 +30,18 @@ def language_of(text: str) -> str:
 
 
 def names_exact_term(question: str) -> bool:
-    return bool(_EXACT_TERM.search(question))
+    """A code or identifier in the question: a word mixing letters and digits (VPN-0x2F,
+    E1234), a snake_case, Foo::Bar or $obj->method name, a camelCase word, or a quoted
+    phrase. Linear in the question's length (it is asked of every question)."""
+    if _QUOTED.search(question):
+        return True
+    for token in _TOKEN.findall(question):
+        word = token.strip(".:>-")
+        if _DIGIT.search(word) and _LATIN.search(word):
+            return True
+        if "_" in word.strip("_") or "::" in word or "->" in word or _CAMEL.search(word):
+            return True
+    return False
 
 
 def legs_for(question: str, retrieval: Retrieval) -> Legs:
