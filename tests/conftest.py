@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from assistant.embedder import Embedder
@@ -44,6 +45,32 @@ def need_binary(name: str) -> str:
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
     return Embedder()
+
+
+class CachedEmbedder:
+    """The real model, each distinct text embedded once: tests that ingest or ask the same
+    texts many times (reruns, the fresh ingestion a run is compared with, two worlds) pay
+    for the model once. A vector is a function of its text alone, so remembering it
+    changes no result, only the time; the pipeline's own counts still say what it asked
+    to embed."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        missing = [text for text in dict.fromkeys(texts) if text not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, self.inner.embed(missing), strict=True))
+        if not texts:
+            return self.inner.embed([])
+        return np.stack([self.vectors[text] for text in texts])
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed([text])[0].tolist()
 
 
 @pytest.fixture

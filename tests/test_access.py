@@ -28,7 +28,7 @@ from assistant.history import History
 from assistant.retrieval import Searcher, readable_file
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor
-from tests.conftest import closed_port_url, json_lines
+from tests.conftest import CachedEmbedder, closed_port_url, json_lines
 from tests.ollama_server import FakeOllama
 from ui.chat import record
 from ui.cli import app as cli_app
@@ -186,26 +186,11 @@ PUBLIC, HIDDEN = public_documents(), secret_documents()
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 
 
-class QueryMemo:
-    """The session embedder, embedding each question once: both worlds, and search and
-    ask in each, embed the same questions. A query's vector is a function of its text
-    alone (nothing of the index), so remembering it changes no result, only the time."""
-
-    def __init__(self, embedder: Any) -> None:
-        self.embedder, self.vectors = embedder, {}
-
-    def embed_query(self, text: str) -> list[float]:
-        if text not in self.vectors:
-            self.vectors[text] = self.embedder.embed_query(text)
-        return self.vectors[text]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.embedder, name)
-
-
 @pytest.fixture(scope="module")
-def query_memo(embedder) -> QueryMemo:
-    return QueryMemo(embedder)
+def query_memo(embedder) -> CachedEmbedder:
+    """The session embedder, each question embedded once: both worlds, and search and ask
+    in each, embed the same questions."""
+    return CachedEmbedder(embedder)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -53,36 +52,13 @@ from assistant.runs import recent_runs
 from assistant.server_index import RESTART_WAITS, ServerIndex
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor, display_path, walk
-from tests.conftest import SAMPLES, closed_port_url, json_lines, run_cli
+from tests.conftest import SAMPLES, CachedEmbedder, closed_port_url, json_lines, run_cli
 from ui.cli import app
 
 CHUNK_SIZE = 32  # tokens: one chunk per paragraph, many small writes
 BATCHES = {"TAIMATSU_EMBED_QUEUE": "16", "TAIMATSU_WRITE_BATCH": "16"}  # two notes a write
 WORDS = "badge laptop printer invoice vendor budget payroll holiday canteen parking".split()
 Versions = dict[tuple[str, str], set[str]]  # (source, doc_hash) -> ids of its points
-
-
-class CachedEmbedder:
-    """The real model, each distinct text embedded once in this module: the tests ingest
-    the same texts several times (the runs, the fresh ingestion they are compared with)."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.vectors: dict[str, np.ndarray] = {}
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        missing = [text for text in dict.fromkeys(texts) if text not in self.vectors]
-        if missing:
-            self.vectors.update(zip(missing, self.inner.embed(missing), strict=True))
-        if not texts:
-            return self.inner.embed([])
-        return np.stack([self.vectors[text] for text in texts])
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed([text])[0].tolist()
 
 
 @pytest.fixture(scope="module")

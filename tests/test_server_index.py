@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
@@ -40,7 +39,7 @@ from assistant.retrieval import Searcher
 from assistant.server_index import STAMP_KEY, ServerIndex
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor, walk
-from tests.conftest import SAMPLES, closed_port_url
+from tests.conftest import SAMPLES, CachedEmbedder, closed_port_url
 
 BACKENDS = ["edge", "server"]
 OTHER_MODEL = ModelStamp("multilingual-e5-small", "0" * 64, 384)
@@ -66,29 +65,6 @@ class Recording:
 
     def named(self, name: str) -> list[dict]:
         return [kwargs for called, kwargs in self.calls if called == name]
-
-
-class CachedEmbedder:
-    """The real model, each distinct text embedded once per module: the tests ingest the
-    same samples many times, and the pipeline's own counts say what it asked to embed."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.vectors: dict[str, np.ndarray] = {}
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        missing = [text for text in dict.fromkeys(texts) if text not in self.vectors]
-        if missing:
-            self.vectors.update(zip(missing, self.inner.embed(missing), strict=True))
-        if not texts:
-            return self.inner.embed([])
-        return np.stack([self.vectors[text] for text in texts])
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed([text])[0].tolist()
 
 
 @pytest.fixture(scope="module")
