@@ -132,19 +132,16 @@ def document_filter(root: str, source: str, keep_hash: str | None = None) -> Fil
 def weigh_terms(
     shard: Any, sparse: tuple[list[int], list[float]], groups: list[str]
 ) -> tuple[list[int], list[float]]:
-    """The query's keyword weights times each term's IDF over the chunks the asker may
-    read: counted on the open shard with the asker's group filter, so that hidden chunks
-    change neither the scores nor the order (assistant/index.py, visible_idf)."""
-    indices, values = list(sparse[0]), list(sparse[1])
-    if not indices:
-        return indices, values
+    """The query's keyword weights with their IDF over the chunks the asker may read,
+    counted on the open shard with the asker's group filter, so that hidden chunks change
+    neither the scores nor the order (assistant/index.py, visible_idf)."""
     visible = groups_condition(groups)
-    total = shard.count(CountRequest(exact=True, filter=Filter(must=[visible])))
-    frequencies = [
-        shard.count(CountRequest(exact=True, filter=Filter(must=[visible, _match(TERMS, t)])))
-        for t in indices
-    ]
-    return indices, [v * w for v, w in zip(values, visible_idf(total, frequencies), strict=True)]
+
+    def count(term: int | None) -> int:
+        holding = [] if term is None else [_match(TERMS, term)]
+        return shard.count(CountRequest(exact=True, filter=Filter(must=[visible, *holding])))
+
+    return visible_idf(sparse, count)
 
 
 def hybrid_request(

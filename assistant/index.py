@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,10 +126,19 @@ def with_terms(point: ChunkPoint) -> dict[str, Any]:
     return {**point.payload, TERMS: list(point.sparse_indices)}
 
 
-def visible_idf(total: int, frequencies: list[int]) -> list[float]:
-    """BM25's IDF of each query term (the formula Qdrant's `modifier=Idf` uses) over the
-    `total` chunks the asker may read, `frequencies` of which hold the term."""
-    return [math.log(1 + (total - df + 0.5) / (df + 0.5)) for df in frequencies]
+def visible_idf(
+    sparse: tuple[list[int], list[float]], count: Callable[[int | None], int]
+) -> tuple[list[int], list[float]]:
+    """The query's keyword weights times each term's BM25 IDF (the formula Qdrant's
+    `modifier=Idf` uses) over the chunks the asker may read: `count(None)` counts those
+    chunks, `count(term)` those of them holding the term (each backend counts with the
+    asker's group filter)."""
+    indices, values = list(sparse[0]), list(sparse[1])
+    if not indices:
+        return indices, values
+    total = count(None)
+    weights = [math.log(1 + (total - df + 0.5) / (df + 0.5)) for df in map(count, indices)]
+    return indices, [v * w for v, w in zip(values, weights, strict=True)]
 
 
 def stamp_problem(recorded: dict[str, Any] | None, stamp: ModelStamp) -> str | None:

@@ -490,21 +490,16 @@ class ServerIndex(Index):
     def _weigh_terms(
         self, sparse: tuple[list[int], list[float]], visible: models.Filter
     ) -> tuple[list[int], list[float]]:
-        """The query's keyword weights times each term's IDF over the chunks the asker may
-        read (counted with the asker's filter; see assistant/index.py, visible_idf)."""
-        indices, values = list(sparse[0]), list(sparse[1])
-        if not indices:
-            return indices, values
+        """The query's keyword weights with their IDF over the chunks the asker may read
+        (counted with the asker's filter; see assistant/index.py, visible_idf)."""
 
-        def count(*extra: models.FieldCondition) -> int:
-            flt = models.Filter(must=[*(visible.must or []), *extra])  # type: ignore[misc]
+        def count(term: int | None) -> int:
+            holding = [] if term is None else [_match(TERMS, term)]
+            flt = models.Filter(must=[*(visible.must or []), *holding])  # type: ignore[misc]
             return self.client.count(self.name, count_filter=flt, exact=True).count
 
         with self._server():
-            total = count()
-            frequencies = [count(_match(TERMS, t)) for t in indices]
-        weights = visible_idf(total, frequencies)
-        return indices, [v * w for v, w in zip(values, weights, strict=True)]
+            return visible_idf(sparse, count)
 
     def hybrid(
         self,
