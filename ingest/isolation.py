@@ -14,6 +14,7 @@ is the Streamlit script).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
@@ -46,11 +47,14 @@ def _serve(requests: Connection, responses: Connection, memory_mb: int) -> None:
             responses.send(("ok", parse(Path(name), data)))
         except ParseError as exc:
             responses.send(("error", str(exc)))
-        except MemoryError:
-            limit = f"needs more than {memory_mb} MB to parse (TAIMATSU_PARSE_MEMORY_MB)"
-            responses.send(("error", limit))
         except Exception as exc:  # noqa: BLE001 - any parser bug is this file's failure
-            responses.send(("error", f"could not be parsed ({exc.__class__.__name__})"))
+            # out of the address space: a MemoryError, or an OSError (ENOMEM) from a
+            # library that maps memory itself
+            if isinstance(exc, MemoryError) or getattr(exc, "errno", None) == errno.ENOMEM:
+                limit = f"needs more than {memory_mb} MB to parse (TAIMATSU_PARSE_MEMORY_MB)"
+                responses.send(("error", limit))
+            else:
+                responses.send(("error", f"could not be parsed ({exc.__class__.__name__})"))
 
 
 class ParserWorker:
