@@ -42,7 +42,7 @@ def leg_request(mode: str, dense: list[float], keyword: Any, groups: list[str], 
     (`rrf:D:K`), with the asker's group filter in both."""
     from qdrant_edge import Fusion, Prefetch, Query, QueryRequest
 
-    from assistant.edge_index import groups_filter
+    from assistant.index.edge import groups_filter
 
     flt = groups_filter(groups)
     _, dense_weight, keyword_weight = mode.split(":")
@@ -75,7 +75,7 @@ class Retriever:
             return self.searcher.search(question, self.groups, k, retrieval=mode)  # type: ignore[arg-type]
         from qdrant_edge import SparseVector
 
-        from assistant.edge_index import EdgeIndex, weigh_terms
+        from assistant.index.edge import EdgeIndex, weigh_terms
 
         index = self.searcher.index
         if not isinstance(index, EdgeIndex):

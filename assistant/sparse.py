@@ -2,7 +2,7 @@
 
 Qdrant Edge's `Bm25` hashes tokens into sparse vectors of term-frequency weights; the
 IDF is applied to the query's terms at search time, counted over the chunks the asker may
-read (assistant/index.py, `visible_idf`). Its word tokenizer sees a
+read (assistant/index/base.py, `visible_idf`). Its word tokenizer sees a
 run of kanji and kana as one "word", and its multilingual tokenizer segments a kanji-only
 query differently from the same kanji inside a sentence (measured: 有給休暇 alone gave no
 token in common with a sentence containing it). So runs of CJK characters are rewritten

@@ -22,8 +22,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import the project, not bench/ingest.py
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from assistant.edge_index import EdgeIndex  # noqa: E402
 from assistant.embedder import Embedder  # noqa: E402
+from assistant.index.edge import EdgeIndex  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from ingest.pipeline import Ingestor  # noqa: E402
 

@@ -32,9 +32,9 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from assistant import sparse  # noqa: E402
-from assistant.edge_index import EdgeIndex, hybrid_request, weigh_terms  # noqa: E402
 from assistant.embedder import Embedder, ModelStamp  # noqa: E402
 from assistant.index import ChunkPoint, Upsert  # noqa: E402
+from assistant.index.edge import EdgeIndex, hybrid_request, weigh_terms  # noqa: E402
 
 GROUPS = [f"group-{i:02d}" for i in range(20)]
 LEGS = ("both", "dense", "keyword")  # hybrid; by-language's English and Japanese paths

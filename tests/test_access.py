@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from assistant.answer import NOT_FOUND, Answerer
 from assistant.conversation import Turn
-from assistant.edge_index import EdgeIndex
 from assistant.history import History
+from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher, readable_file
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor
@@ -139,7 +139,7 @@ def test_a_user_in_no_group_sees_only_documents_for_everyone(corpus, embedder):
 #
 # RETRIEVAL: the differential tests run the default, by-language (the keyword leg for
 # Japanese questions and codes, dense otherwise). The keyword leg's IDF is counted over the
-# asker's own chunks (assistant/index.py, visible_idf); with the engine's collection-wide
+# asker's own chunks (assistant/index/base.py, visible_idf); with the engine's collection-wide
 # IDF (`modifier=Idf`, schema 1) test_keyword_scores_do_not_count_hidden_documents failed:
 # an `hr` user's score for 給与テーブル was 7.53 without the secret documents, 5.32 with.
 

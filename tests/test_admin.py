@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.edge_index import EdgeIndex
+from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.acl import ACL_FILE_NAME, Acl
@@ -265,11 +265,11 @@ def test_the_page_is_for_administrators_only(monkeypatch, admin_env):
 
 
 def test_statistics_are_the_same_on_both_backends(tmp_path, embedder):
-    """assistant/stats.py asks each backend in its own terms; the answers agree."""
+    """assistant/index/stats.py asks each backend in its own terms; the answers agree."""
     from qdrant_client import QdrantClient
 
-    from assistant.server_index import ServerIndex
-    from assistant.stats import groups_in_index, index_stats
+    from assistant.index.server import ServerIndex
+    from assistant.index.stats import groups_in_index, index_stats
 
     docs = tmp_path / "docs"
     (docs / "hr").mkdir(parents=True)

@@ -35,8 +35,8 @@ from pathlib import Path
 import pytest
 from qdrant_edge import EdgeShard, ScrollRequest
 
-from assistant.edge_index import EdgeIndex
 from assistant.embedder import Embedder
+from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.chunker import Chunker
@@ -132,8 +132,8 @@ def settings_for(data: Path) -> Settings:
 # another version count: the kill then always leaves a half-replaced document.
 KILL_HOOK = """
 import os, signal
-import assistant.edge_index as edge
-from assistant.index import Upsert
+import assistant.index.edge as edge
+from assistant.index.base import Upsert
 from qdrant_edge import CountRequest
 
 _after = int(os.environ["TAIMATSU_TEST_KILL_AFTER_UPSERTS"])

@@ -14,7 +14,6 @@ import sys
 
 import pytest
 
-from assistant.edge_index import EdgeIndex
 from assistant.eval_report import bar_chart, html_report, table
 from assistant.evaluation import (
     JUDGE_SYSTEM,
@@ -33,6 +32,7 @@ from assistant.evaluation import (
     summarize,
 )
 from assistant.index import SetGroups
+from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor

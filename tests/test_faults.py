@@ -43,13 +43,13 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from qdrant_edge import ScrollRequest
 from typer.testing import CliRunner
 
-import assistant.edge_index as edge_index
-import assistant.server_index as server_index
-from assistant.edge_index import MIN_FREE_BYTES, DiskFull, EdgeIndex
+import assistant.index.edge as edge_index
+import assistant.index.server as server_index
 from assistant.index import StoreError
+from assistant.index.edge import MIN_FREE_BYTES, DiskFull, EdgeIndex
+from assistant.index.server import RESTART_WAITS, ServerIndex
 from assistant.retrieval import Searcher
 from assistant.runs import recent_runs
-from assistant.server_index import RESTART_WAITS, ServerIndex
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor, display_path, walk
 from tests.conftest import SAMPLES, CachedEmbedder, closed_port_url, json_lines, run_cli
@@ -173,7 +173,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 # all the free space of the data folder's disk.
 FILL_HOOK = """
 import os
-import assistant.edge_index as edge
+import assistant.index.edge as edge
 
 _left = int(os.environ["TAIMATSU_TEST_FILL_AFTER_WRITES"])
 _write = edge.EdgeIndex.write

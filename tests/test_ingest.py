@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.edge_index import EdgeIndex as Store
 from assistant.index import SCHEMA_VERSION, ModelMismatch
+from assistant.index.edge import EdgeIndex as Store
 from assistant.retrieval import Searcher
 from ingest.acl import glob_regex
 from ingest.parsers import parse

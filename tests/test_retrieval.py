@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from assistant import sparse
-from assistant.edge_index import EdgeIndex
 from assistant.index import DENSE, SPARSE
+from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher
 from ingest.pipeline import Ingestor
 

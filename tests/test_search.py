@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.edge_index import EdgeIndex
 from assistant.index import SetGroups
+from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher
 from assistant.routing import legs_for
 from ingest.pipeline import Ingestor

@@ -1,4 +1,4 @@
-"""The server backend (assistant/server_index.py) through qdrant-client's local mode, which
+"""The server backend (assistant/index/server.py) through qdrant-client's local mode, which
 speaks the client API with no server; the behaviour checks run on both backends, the
 embedded one (EdgeIndex) and the server one (ServerIndex), to show one schema and one
 behaviour. The wire-level checks talk HTTP to a small stand-in server on 127.0.0.1."""
@@ -18,9 +18,9 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from assistant import sparse
-from assistant.edge_index import EdgeIndex
 from assistant.embedder import ModelStamp
-from assistant.index import (
+from assistant.index import open_index
+from assistant.index.base import (
     DENSE,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
@@ -32,11 +32,11 @@ from assistant.index import (
     SetGroups,
     StoreError,
     Upsert,
-    open_index,
     stamp_problem,
 )
+from assistant.index.edge import EdgeIndex
+from assistant.index.server import STAMP_KEY, ServerIndex
 from assistant.retrieval import Searcher
-from assistant.server_index import STAMP_KEY, ServerIndex
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor, walk
 from tests.conftest import SAMPLES, CachedEmbedder, closed_port_url

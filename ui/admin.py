@@ -16,9 +16,9 @@ import streamlit as st
 
 from assistant.answer import Answerer
 from assistant.index import Index, StoreError
+from assistant.index.stats import engine_version, groups_in_index, index_stats
 from assistant.runs import recent_runs
 from assistant.settings import EVERYONE, Settings
-from assistant.stats import engine_version, groups_in_index, index_stats
 from assistant.status import collect
 from ui import admin_jobs as jobs
 from ui.admin_progress import poll, say, show_failures, show_steps

@@ -44,9 +44,8 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from assistant.edge_lock import SharedShard
 from assistant.embedder import ModelStamp
-from assistant.index import (
+from assistant.index.base import (
     DENSE,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
@@ -68,6 +67,7 @@ from assistant.index import (
     visible_idf,
     with_terms,
 )
+from assistant.index.edge_lock import SharedShard
 from assistant.routing import Legs
 
 _shared: dict[str, SharedShard] = {}
@@ -134,7 +134,7 @@ def weigh_terms(
 ) -> tuple[list[int], list[float]]:
     """The query's keyword weights with their IDF over the chunks the asker may read,
     counted on the open shard with the asker's group filter, so that hidden chunks change
-    neither the scores nor the order (assistant/index.py, visible_idf)."""
+    neither the scores nor the order (assistant/index/base.py, visible_idf)."""
     visible = groups_condition(groups)
 
     def count(term: int | None) -> int:
@@ -319,7 +319,7 @@ class EdgeIndex(Index):
 
     @contextmanager
     def shard(self, write: bool = False) -> Iterator[EdgeShard]:
-        """The shard for one short critical section (see assistant/edge_lock.py): a
+        """The shard for one short critical section (see assistant/index/edge_lock.py): a
         reader reuses this process's open handle unless a writer is waiting; a writer
         announces itself, waits for readers to let go, and holds the shard alone."""
         if not self.exists():

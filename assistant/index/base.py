@@ -1,8 +1,8 @@
 """The index, as the rest of the product sees it: one schema, two backends.
 
-- `EdgeIndex` (assistant/edge_index.py): the Qdrant engine in-process (qdrant-edge-py),
+- `EdgeIndex` (assistant/index/edge.py): the Qdrant engine in-process (qdrant-edge-py),
   under `<data_dir>/index`. The default: nothing to run.
-- `ServerIndex` (assistant/server_index.py): a Qdrant server or cluster through
+- `ServerIndex` (assistant/index/server.py): a Qdrant server or cluster through
   qdrant-client, when `TAIMATSU_QDRANT_URL` is set.
 
 Each chunk is one point: a dense vector "dense", a sparse keyword vector "bm25" (BM25
@@ -27,7 +27,6 @@ from typing import Any
 
 from assistant.embedder import ModelStamp
 from assistant.routing import Legs
-from assistant.settings import Settings
 
 SCHEMA_VERSION = 2  # 2: keyword IDF over the asker's chunks (payload "terms", no modifier)
 DENSE = "dense"
@@ -224,13 +223,3 @@ class Index(ABC):
         """Dense and keyword legs fused by reciprocal rank inside the engine, both legs
         filtered by the asker's groups (a filter in the query, never applied afterwards);
         `legs` = "dense" or "keyword" runs that leg alone, with the same filter."""
-
-
-def open_index(settings: Settings) -> Index:
-    if settings.qdrant_url:
-        from assistant.server_index import ServerIndex
-
-        return ServerIndex(settings)
-    from assistant.edge_index import EdgeIndex
-
-    return EdgeIndex(settings.data_dir, settings.lock_timeout)

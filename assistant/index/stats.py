@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from assistant.index import Index, StoreError
+from assistant.index.base import Index, StoreError
 
 FACET_LIMIT = 100_000
 _FIRST_CHUNK_FIELDS = ["root", "source", "kind", "chunks"]
@@ -83,11 +83,11 @@ def _server_first_chunks(index: Any) -> Iterator[dict[str, Any]]:
 
 
 def _backend(index: Index) -> str:
-    from assistant.edge_index import EdgeIndex
+    from assistant.index.edge import EdgeIndex
 
     if isinstance(index, EdgeIndex):
         return "edge"
-    from assistant.server_index import ServerIndex
+    from assistant.index.server import ServerIndex
 
     if isinstance(index, ServerIndex):
         return "server"

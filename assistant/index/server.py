@@ -27,7 +27,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from qdrant_client.local.qdrant_local import QdrantLocal
 
 from assistant.embedder import ModelStamp
-from assistant.index import (
+from assistant.index.base import (
     DENSE,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
@@ -491,7 +491,7 @@ class ServerIndex(Index):
         self, sparse: tuple[list[int], list[float]], visible: models.Filter
     ) -> tuple[list[int], list[float]]:
         """The query's keyword weights with their IDF over the chunks the asker may read
-        (counted with the asker's filter; see assistant/index.py, visible_idf)."""
+        (counted with the asker's filter; see assistant/index/base.py, visible_idf)."""
 
         def count(term: int | None) -> int:
             holding = [] if term is None else [_match(TERMS, term)]

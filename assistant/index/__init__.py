@@ -1,0 +1,55 @@
+"""The index: one contract (`base`), two backends (`edge`, embedded; `server`, a Qdrant
+server or cluster), and `open_index`, which picks one from the settings. Nothing outside
+this package imports a backend module: everything the product needs is on `Index`."""
+
+from __future__ import annotations
+
+from assistant.index.base import (
+    DENSE,
+    SCHEMA_VERSION,
+    SPARSE,
+    ChunkPoint,
+    DeleteDocument,
+    DocInfo,
+    Hit,
+    Index,
+    ModelMismatch,
+    Operation,
+    SetGroups,
+    StoreBusy,
+    StoreError,
+    Upsert,
+    make_hit,
+)
+from assistant.settings import Settings
+
+__all__ = [
+    "DENSE",
+    "SCHEMA_VERSION",
+    "SPARSE",
+    "ChunkPoint",
+    "DeleteDocument",
+    "DocInfo",
+    "Hit",
+    "Index",
+    "ModelMismatch",
+    "Operation",
+    "SetGroups",
+    "StoreBusy",
+    "StoreError",
+    "Upsert",
+    "make_hit",
+    "open_index",
+]
+
+
+def open_index(settings: Settings) -> Index:
+    """The configured backend: the server when `TAIMATSU_QDRANT_URL` is set, else the
+    embedded engine under `TAIMATSU_DATA_DIR`."""
+    if settings.qdrant_url:
+        from assistant.index.server import ServerIndex
+
+        return ServerIndex(settings)
+    from assistant.index.edge import EdgeIndex
+
+    return EdgeIndex(settings.data_dir, settings.lock_timeout)
