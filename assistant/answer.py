@@ -21,8 +21,7 @@ from assistant.conversation import (
 )
 from assistant.llm import LLMUnavailable, OllamaPool
 from assistant.prompt import build_messages, check_citations
-from assistant.retrieval import Passage, Searcher
-from assistant.routing import language_of
+from assistant.retrieval import Passage, Searcher, language_of
 from assistant.settings import Settings
 
 GENERATED = "generated"

@@ -17,8 +17,7 @@ from typing import Any, get_args
 
 from assistant import sparse
 from assistant.index import DENSE, SPARSE, make_hit
-from assistant.retrieval import Passage, Searcher, current_versions
-from assistant.routing import Retrieval, language_of
+from assistant.retrieval import Passage, Retrieval, Searcher, current_versions, language_of
 from assistant.settings import EVERYONE
 
 MODES: tuple[str, ...] = get_args(Retrieval)  # the product's settings

@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from assistant.retrieval import Passage
-from assistant.routing import language_of
+from assistant.retrieval import Passage, language_of
 
 _MARKER = re.compile(r"(\s?)\[(\d+(?:\s*[,、]\s*\d+)*)\]")
 _TAG = re.compile(r"</?\s*passage", re.IGNORECASE)

@@ -47,8 +47,10 @@ from assistant.evaluation import (  # noqa: E402
     load_gold,
     score_retrieval,
 )
-from assistant.retrieval import Searcher  # noqa: E402
-from assistant.routing import language_of  # noqa: E402
+from assistant.retrieval import (
+    Searcher,  # noqa: E402
+    language_of,  # noqa: E402
+)
 from assistant.settings import Settings  # noqa: E402
 from ingest.pipeline import Ingestor  # noqa: E402
 

@@ -459,7 +459,7 @@ def test_the_cli_prints_the_same_for_an_outsider(worlds, models, query_memo, mon
     """`taimatsu search --json --groups` (questions on stdin) and `taimatsu ask --json`,
     in-process, in both worlds: the same output, exit code and error; the same as the
     Searcher's hits; and different for a member of `secret` (the converse)."""
-    monkeypatch.setattr("assistant.retrieval.Embedder", lambda *args, **kwargs: query_memo)
+    monkeypatch.setattr("assistant.retrieval.search.Embedder", lambda *args, **kwargs: query_memo)
     questions = [t for pair in TOPICS[:4] for t in pair] + ["PUB-005", "SEC-902", "Nightjar"]
 
     def cli(world: World, *args: str, stdin: str | None = None) -> tuple[int, str, str]:

@@ -9,8 +9,7 @@ import pytest
 
 from assistant.answer import GENERATED, NOT_FOUND, SOURCES_ONLY, Answerer
 from assistant.prompt import build_messages, check_citations
-from assistant.retrieval import Passage, Searcher
-from assistant.routing import language_of
+from assistant.retrieval import Passage, Searcher, language_of
 from tests.conftest import json_lines, run_cli
 from tests.ollama_server import FakeOllama
 

@@ -389,7 +389,7 @@ def cli(monkeypatch, tmp_path, embedder):
     for name, value in BATCHES.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr("ingest.pipeline.Embedder", lambda *args, **kwargs: embedder)
-    monkeypatch.setattr("assistant.retrieval.Embedder", lambda *args, **kwargs: embedder)
+    monkeypatch.setattr("assistant.retrieval.search.Embedder", lambda *args, **kwargs: embedder)
     return CliRunner()
 
 

@@ -6,8 +6,7 @@ import pytest
 
 from assistant.index import SetGroups
 from assistant.index.edge import EdgeIndex
-from assistant.retrieval import Searcher
-from assistant.routing import legs_for
+from assistant.retrieval import Searcher, legs_for
 from ingest.pipeline import Ingestor
 from tests.conftest import SAMPLES, json_lines, run_cli
 

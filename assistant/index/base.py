@@ -23,10 +23,11 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from assistant.embedder import ModelStamp
-from assistant.routing import Legs
+
+Legs = Literal["both", "dense", "keyword"]  # which retrieval legs a query runs
 
 SCHEMA_VERSION = 2  # 2: keyword IDF over the asker's chunks (payload "terms", no modifier)
 DENSE = "dense"

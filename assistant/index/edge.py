@@ -56,6 +56,7 @@ from assistant.index.base import (
     DocInfo,
     Hit,
     Index,
+    Legs,
     ModelMismatch,
     Operation,
     StoreBusy,
@@ -68,7 +69,6 @@ from assistant.index.base import (
     with_terms,
 )
 from assistant.index.edge_lock import SharedShard
-from assistant.routing import Legs
 
 _shared: dict[str, SharedShard] = {}
 _shared_guard = threading.Lock()

@@ -38,6 +38,7 @@ from assistant.index.base import (
     DocInfo,
     Hit,
     Index,
+    Legs,
     ModelMismatch,
     Operation,
     StoreError,
@@ -48,7 +49,6 @@ from assistant.index.base import (
     visible_idf,
     with_terms,
 )
-from assistant.routing import Legs
 from assistant.settings import Settings
 
 TIMEOUT = 30  # seconds per request: connect, write with wait=True, or query

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-Legs = Literal["both", "dense", "keyword"]
+from assistant.index import Legs
+
 Retrieval = Literal["by-language", "hybrid", "dense", "keyword"]
 
 _JAPANESE = re.compile(r"[\u3041-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")

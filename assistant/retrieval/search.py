@@ -8,8 +8,8 @@ from pathlib import Path
 from assistant import sparse
 from assistant.embedder import Embedder
 from assistant.index import Hit, open_index
-from assistant.rerank import Reranker
-from assistant.routing import Retrieval, language_of, legs_for
+from assistant.retrieval.rerank import Reranker
+from assistant.retrieval.routing import Retrieval, language_of, legs_for
 from assistant.settings import EVERYONE, Settings
 
 

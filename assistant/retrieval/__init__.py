@@ -1,0 +1,30 @@
+"""Retrieval: a question and the asker's groups in, the passages they may read out.
+
+`routing` picks the legs for a question (by its language, or the setting), `search`
+runs them through the index contract and keeps the current version of each document,
+`rerank` optionally reorders the fused hits with a local cross-encoder."""
+
+from __future__ import annotations
+
+from assistant.retrieval.rerank import Reranker
+from assistant.retrieval.routing import Retrieval, language_of, legs_for, names_exact_term
+from assistant.retrieval.search import (
+    Passage,
+    QuestionTooLong,
+    Searcher,
+    current_versions,
+    readable_file,
+)
+
+__all__ = [
+    "Passage",
+    "QuestionTooLong",
+    "Reranker",
+    "Retrieval",
+    "Searcher",
+    "current_versions",
+    "language_of",
+    "legs_for",
+    "names_exact_term",
+    "readable_file",
+]
