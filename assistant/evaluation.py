@@ -260,7 +260,7 @@ class Judge:
     """Faithfulness by the local model (temperature 0): supported sentences / sentences."""
 
     def __init__(self, settings: Settings) -> None:
-        from assistant.llm import OllamaPool
+        from assistant.answering import OllamaPool
 
         self.pool = OllamaPool(settings.model_copy(update={"llm_temperature": 0.0}))
 
@@ -281,7 +281,7 @@ class Judge:
 
 
 def model_available(settings: Settings) -> bool:
-    from assistant.llm import ollama_health
+    from assistant.answering import ollama_health
 
     health = ollama_health(settings)
     return bool(health.get("reachable") and health.get("model_present"))
@@ -319,7 +319,7 @@ def run_eval(
     """Score each retrieval mode on the configured index; with answers (default: when a
     model is available), also the answers of the configured mode (`settings.retrieval`),
     when it is among `modes`."""
-    from assistant.answer import Answerer
+    from assistant.answering import Answerer
 
     searcher = searcher or Searcher(settings)
     retriever = Retriever(searcher, groups)

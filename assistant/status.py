@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from assistant.answering import ollama_health
 from assistant.index import StoreError, open_index
-from assistant.llm import ollama_health
 from assistant.settings import Settings
 
 

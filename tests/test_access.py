@@ -21,9 +21,7 @@ from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from assistant.answer import NOT_FOUND, Answerer
-from assistant.conversation import Turn
-from assistant.history import History
+from assistant.answering import NOT_FOUND, Answerer, History, Turn
 from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher, readable_file
 from assistant.settings import Settings

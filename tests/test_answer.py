@@ -7,8 +7,14 @@ import shutil
 
 import pytest
 
-from assistant.answer import GENERATED, NOT_FOUND, SOURCES_ONLY, Answerer
-from assistant.prompt import build_messages, check_citations
+from assistant.answering import (
+    GENERATED,
+    NOT_FOUND,
+    SOURCES_ONLY,
+    Answerer,
+    build_messages,
+    check_citations,
+)
 from assistant.retrieval import Passage, Searcher, language_of
 from tests.conftest import json_lines, run_cli
 from tests.ollama_server import FakeOllama
@@ -209,7 +215,7 @@ def test_injected_instructions_stay_inside_a_quoted_passage(settings, embedder, 
 
 
 def test_follow_up_is_rewritten_into_a_standalone_question(sample_settings, embedder):
-    from assistant.conversation import Turn
+    from assistant.answering import Turn
     from tests.ollama_server import echo_reply
 
     standalone = "How many days of paid annual leave do part-time employees get?"
@@ -233,7 +239,7 @@ def test_follow_up_is_rewritten_into_a_standalone_question(sample_settings, embe
 
 
 def test_follow_up_without_a_model_searches_with_the_previous_question(sample_settings, embedder):
-    from assistant.conversation import Turn
+    from assistant.answering import Turn
 
     history = [Turn("When are taxi fares reimbursed?", "")]
     answer = _answerer(sample_settings, embedder, sample_settings.ollama_host).ask(
@@ -244,7 +250,7 @@ def test_follow_up_without_a_model_searches_with_the_previous_question(sample_se
 
 
 def test_history_is_bounded_by_the_context_window():
-    from assistant.conversation import Turn, bounded
+    from assistant.answering.conversation import Turn, bounded
 
     turns = [Turn(f"question {i} " + "x" * 400, "answer " + "y" * 400) for i in range(30)]
     kept = bounded(turns, context_window=8192)

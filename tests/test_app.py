@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.history import History
+from assistant.answering import History
 from assistant.index.edge import EdgeIndex
 from ingest.pipeline import Ingestor
 from tests.conftest import closed_port_url

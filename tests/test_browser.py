@@ -236,7 +236,7 @@ def test_answer_streams_in_before_it_is_complete(open_page, artifacts):
 
 
 def test_feedback_is_saved_from_the_page(open_page, sample_settings, artifacts):
-    from assistant.history import History
+    from assistant.answering import History
 
     question = "What is the minimum password length for new joiners?"
     with FakeOllama() as server:

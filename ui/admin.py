@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from assistant.answer import Answerer
+from assistant.answering import Answerer
 from assistant.index import Index, StoreError
 from assistant.index.stats import engine_version, groups_in_index, index_stats
 from assistant.runs import recent_runs

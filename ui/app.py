@@ -10,9 +10,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from assistant.answer import Answerer
+from assistant.answering import Answerer, History
 from assistant.embedder import Embedder
-from assistant.history import History
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ui import admin, chat

@@ -14,9 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from assistant.answer import GENERATED, SOURCES_ONLY, Answer, Answerer
-from assistant.conversation import Turn
-from assistant.history import History
+from assistant.answering import GENERATED, SOURCES_ONLY, Answer, Answerer, History, Turn
 from assistant.index import StoreBusy, StoreError
 from assistant.retrieval import QuestionTooLong, readable_file
 from ui.auth import User

@@ -210,7 +210,7 @@ def ask(
     groups: GroupsOpt = None,
 ) -> None:
     """Answer a question from the documents, with numbered citations."""
-    from assistant.answer import Answerer
+    from assistant.answering import Answerer
     from assistant.retrieval import Searcher
 
     settings = Settings()

@@ -74,7 +74,7 @@ def eval_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--modes") from None
     # one "ollama unavailable" warning per question says nothing the summary does not
-    logging.getLogger("assistant.llm").setLevel(logging.ERROR)
+    logging.getLogger("assistant.answering.llm").setLevel(logging.ERROR)
     settings = Settings()
     asker = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
     try:

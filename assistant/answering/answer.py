@@ -12,15 +12,15 @@ from typing import Any
 
 from llama_index.llms.ollama import Ollama
 
-from assistant.conversation import (
+from assistant.answering.conversation import (
     Turn,
     bounded,
     clean_question,
     condense_messages,
     fallback_question,
 )
-from assistant.llm import LLMUnavailable, OllamaPool
-from assistant.prompt import build_messages, check_citations
+from assistant.answering.llm import LLMUnavailable, OllamaPool
+from assistant.answering.prompt import build_messages, check_citations
 from assistant.retrieval import Passage, Searcher, language_of
 from assistant.settings import Settings
 
