@@ -38,14 +38,15 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from assistant.embedder import Embedder, default_model_dir  # noqa: E402
-from assistant.eval_report import html_report, table  # noqa: E402
-from assistant.evaluation import (  # noqa: E402
+from assistant.evaluation import (  # noqa: E402  # noqa: E402
     MODES,
     GoldItem,
     Retriever,
     SettingScores,
+    html_report,
     load_gold,
     score_retrieval,
+    table,
 )
 from assistant.retrieval import (
     Searcher,  # noqa: E402

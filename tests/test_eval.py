@@ -14,7 +14,6 @@ import sys
 
 import pytest
 
-from assistant.eval_report import bar_chart, html_report, table
 from assistant.evaluation import (
     JUDGE_SYSTEM,
     GoldError,
@@ -22,14 +21,17 @@ from assistant.evaluation import (
     QuestionResult,
     Retriever,
     answer_sentences,
+    bar_chart,
     citation_precision,
     first_relevant,
     hit_at,
+    html_report,
     load_gold,
     ndcg_at,
     reciprocal_rank,
     run_eval,
     summarize,
+    table,
 )
 from assistant.index import SetGroups
 from assistant.index.edge import EdgeIndex

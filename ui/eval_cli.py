@@ -57,8 +57,7 @@ def eval_command(
 ) -> None:
     """Measure answer quality on a gold file: hit@1/5/10, MRR@10, nDCG@10 per retrieval
     mode; citation precision, faithfulness and latency of the answers."""
-    from assistant.eval_report import html_report, table
-    from assistant.evaluation import GoldError, check_mode, load_gold, run_eval
+    from assistant.evaluation import GoldError, check_mode, html_report, load_gold, run_eval, table
     from assistant.index import StoreError
     from assistant.retrieval import Searcher
     from assistant.settings import Settings

@@ -13,7 +13,7 @@ when it comes from a gold source):
 - nDCG@10: each gold source counts once, at the rank of its first passage (gain 1,
   discount log2(rank + 1)), over the ideal of all gold sources at the top.
 
-Retrieval modes (assistant/eval_retrieval.py): `by-language`, `hybrid`, `dense` and
+Retrieval modes (assistant/evaluation/retrieval.py): `by-language`, `hybrid`, `dense` and
 `keyword` are the product's own query path in each `TAIMATSU_RETRIEVAL` setting; weighted
 `rrf:D:K` and `bylang` are built there for ablations only.
 
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.eval_retrieval import DEPTH, MODES, Retriever, check_mode, leg_request
+from assistant.evaluation.retrieval import DEPTH, MODES, Retriever, check_mode, leg_request
 from assistant.retrieval import Passage, Searcher
 from assistant.settings import Settings
 
