@@ -35,12 +35,12 @@ from assistant.index import (
     Upsert,
     open_index,
 )
-from assistant.runs import record_run
 from assistant.settings import Settings
 from ingest.acl import Acl, AclError
 from ingest.chunker import Chunk, Chunker
 from ingest.isolation import ParserWorker
 from ingest.parsers import ParseError, Section, parse, supported
+from ingest.runs import record_run
 
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")

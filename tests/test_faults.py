@@ -49,9 +49,9 @@ from assistant.index import StoreError
 from assistant.index.edge import MIN_FREE_BYTES, DiskFull, EdgeIndex
 from assistant.index.server import RESTART_WAITS, ServerIndex
 from assistant.retrieval import Searcher
-from assistant.runs import recent_runs
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor, display_path, walk
+from ingest.runs import recent_runs
 from tests.conftest import SAMPLES, CachedEmbedder, closed_port_url, json_lines, run_cli
 from ui.cli import app
 

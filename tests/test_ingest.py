@@ -269,7 +269,7 @@ def test_bad_shard_is_refused(text):
 
 
 def test_each_run_is_logged_for_the_admin_page(settings, embedder, corpus):
-    from assistant.runs import recent_runs
+    from ingest.runs import recent_runs
 
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.7 nothing")
     Ingestor(settings, embedder).run(corpus)

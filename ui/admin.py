@@ -17,9 +17,9 @@ import streamlit as st
 from assistant.answering import Answerer
 from assistant.index import Index, StoreError
 from assistant.index.stats import engine_version, groups_in_index, index_stats
-from assistant.runs import recent_runs
 from assistant.settings import EVERYONE, Settings
 from assistant.status import collect
+from ingest.runs import recent_runs
 from ui import admin_jobs as jobs
 from ui.admin_progress import poll, say, show_failures, show_steps
 from ui.admin_upload import render_upload
