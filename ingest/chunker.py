@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from llama_index.core.node_parser import SentenceSplitter
 
-from ingest.parsers import Section
+from ingest.parsing import Section
 
 _SENTENCE_END = re.compile(r"(?<=[。！？｡])|(?<=[.!?])(?=\s)|(?<=[.!?][\"')\]])(?=\s)|(?<=\n)")
 LONG_RUN_CHARS = 256  # no word or URL is this long: a run this long is cut into slices

@@ -38,8 +38,8 @@ from assistant.index import (
 from assistant.settings import Settings
 from ingest.acl import Acl, AclError
 from ingest.chunker import Chunk, Chunker
-from ingest.isolation import ParserWorker
-from ingest.parsers import ParseError, Section, parse, supported
+from ingest.parsing import ParseError, Section, parse, supported
+from ingest.parsing.isolation import ParserWorker
 from ingest.runs import record_run
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class Ingestor:
         self._worker: ParserWorker | None = None
 
     def _parse(self, path: Path, data: bytes) -> list[Section]:
-        """In a worker process with a deadline and a memory limit (ingest/isolation.py)."""
+        """In a worker process with a deadline and a memory limit (ingest/parsing/isolation.py)."""
         if not self.settings.parse_timeout:
             return parse(path, data)
         if self._worker is None:

@@ -8,7 +8,7 @@ ui.i18n's "upload_<code>") and an English message:
   (`<>:"|?*`), Windows device names (CON, PRN, AUX, NUL, COM0-9, LPT0-9, with or without an
   extension), leading dots (hidden files are never indexed, and `.taimatsu-acl.toml` must
   not be overwritten), a trailing dot and over-long names are refused;
-- its type: the last extension must be one ingestion reads (ingest.parsers.PARSERS). An
+- its type: the last extension must be one ingestion reads (ingest.parsing.base.PARSERS). An
   executable-looking inner extension (`report.exe.pdf`) is neutralized, not refused: the
   file is stored as `report_exe.pdf`. Its content is checked against its last extension,
   so it is a real PDF; what the rename removes is the remaining risk — a web server or file
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from io import BytesIO
 from pathlib import PurePosixPath
 
-from ingest.parsers import PARSERS, ParseError, decode_text
+from ingest.parsing import PARSERS, ParseError, decode_text
 
 MAX_NAME_BYTES = 200  # UTF-8 bytes; file systems allow 255, and `-N` may be added
 MAX_GROUP_CHARS = 100

@@ -40,7 +40,7 @@ from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.chunker import Chunker
-from ingest.parsers import parse
+from ingest.parsing import parse
 from ingest.pipeline import Ingestor, chunk_id, display_path, walk
 from tests.conftest import SAMPLES, closed_port_url, json_lines
 
@@ -754,7 +754,7 @@ def write_notes_small(docs: Path, numbers: range) -> None:
 
 
 def parser_started(pid: int) -> bool:
-    """The run has started its parsing process (ingest/isolation.py), its only child."""
+    """The run has started its parsing process (ingest/parsing/isolation.py), its only child."""
     try:
         return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
     except OSError:

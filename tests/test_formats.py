@@ -18,8 +18,7 @@ from PIL import Image
 from pptx import Presentation
 from pptx.util import Inches
 
-from ingest import containers, tables
-from ingest.parsers import ParseError, parse, supported
+from ingest.parsing import ParseError, containers, parse, supported, tables
 
 # -- builders -------------------------------------------------------------------------
 

@@ -54,9 +54,9 @@ from hypothesis import strategies as st
 from assistant.embedder import Embedder
 from assistant.settings import Settings
 from ingest.chunker import CHARS_PER_TOKEN_MAX, Chunk, Chunker
-from ingest.isolation import ParserWorker
-from ingest.mail import MAX_HEADER_CHARS
-from ingest.parsers import ParseError, Section, supported
+from ingest.parsing import ParseError, Section, supported
+from ingest.parsing.isolation import ParserWorker
+from ingest.parsing.mail import MAX_HEADER_CHARS
 from ingest.pipeline import chunk_id
 
 CRASHERS = Path(__file__).parent / "data" / "crashers"
@@ -66,7 +66,7 @@ PER_FILE_TIMEOUT = 30.0  # seconds, for the parser worker and for chunking
 PER_FILE_MEMORY_MB = Settings.model_fields["parse_memory_mb"].default
 SIZE = Settings.model_fields["chunk_size"].default
 OVERLAP = Settings.model_fields["chunk_overlap"].default
-# reasons that mean a safety net caught the file, not the parser (ingest/isolation.py)
+# reasons that mean a safety net caught the file, not the parser (ingest/parsing/isolation.py)
 SAFETY_NETS = ("took longer than", "the parser crashed", "needs more than", "could not be parsed (")
 
 EXPLORING = "FUZZ_EXAMPLES" in os.environ

@@ -13,7 +13,7 @@ from assistant.index import SCHEMA_VERSION, ModelMismatch
 from assistant.index.edge import EdgeIndex as Store
 from assistant.retrieval import Searcher
 from ingest.acl import glob_regex
-from ingest.parsers import parse
+from ingest.parsing import parse
 from ingest.pipeline import IngestError, Ingestor, Shard
 from tests.conftest import SAMPLES, json_lines, run_cli
 

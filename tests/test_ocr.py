@@ -10,8 +10,7 @@ import pytest
 from fpdf import FPDF
 from PIL import Image, ImageDraw, ImageFont
 
-from ingest import ocr
-from ingest.parsers import ParseError, parse
+from ingest.parsing import ParseError, ocr, parse
 from tests.conftest import need_binary
 
 

@@ -11,7 +11,7 @@ from fpdf import FPDF
 from pypdf import PdfWriter
 
 from ingest.chunker import Chunker, split_sentences
-from ingest.parsers import ParseError, decode_text, parse
+from ingest.parsing import ParseError, decode_text, parse
 from tests.conftest import SAMPLES
 
 
@@ -118,7 +118,7 @@ def test_sentences_end_at_japanese_and_english_punctuation():
 
 
 def test_chunks_fit_the_model_and_overlap(embedder):
-    from ingest.parsers import Section
+    from ingest.parsing import Section
 
     sentences = [f"Rule {i}: submit form {i} to the desk on floor {i % 9}." for i in range(120)]
     chunker = Chunker(embedder.count_tokens, size=64, overlap=16)
@@ -131,7 +131,7 @@ def test_chunks_fit_the_model_and_overlap(embedder):
 
 
 def test_japanese_chunks_split_on_sentence_ends(embedder):
-    from ingest.parsers import Section
+    from ingest.parsing import Section
 
     text = "".join(f"第{i}条では在宅勤務の申請について定めます。" for i in range(80))
     chunks = Chunker(embedder.count_tokens, size=64, overlap=8).chunks([Section(text)])

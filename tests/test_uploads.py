@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from assistant.settings import Settings
 from ingest import uploads
 from ingest.acl import ACL_FILE_NAME, Acl
-from ingest.parsers import PARSERS
+from ingest.parsing import PARSERS
 from ingest.upload_checks import MESSAGES, UploadError, UploadProblem, clean_groups, safe_name
 from tests.conftest import SAMPLES
 from ui.i18n import STRINGS

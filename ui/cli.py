@@ -238,7 +238,7 @@ def ask(
 def status(as_json: JsonOpt = False) -> None:
     """Show the index and the health of the index and of Ollama."""
     from assistant.status import collect
-    from ingest.ocr import ocr_status
+    from ingest.parsing.ocr import ocr_status
 
     report = collect(Settings())
     report["ocr"] = ocr_status()

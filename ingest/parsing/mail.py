@@ -20,7 +20,8 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy
 from pathlib import Path, PurePosixPath
 
-from ingest.parsers import ParseError, Section, decode_text, parse_html
+from ingest.parsing.base import ParseError, Section, decode_text
+from ingest.parsing.markup import parse_html
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _clean_name(name: str) -> str:
 
 
 def parse_eml(data: bytes) -> list[Section]:
-    from ingest.parsers import PARSERS, parse
+    from ingest.parsing.registry import PARSERS, parse  # attachments: any format
 
     depth = _depth.get()
     if depth >= MAX_NESTING:

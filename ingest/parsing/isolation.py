@@ -7,7 +7,7 @@ space limit (RLIMIT_AS) and is given a deadline: a worker that overruns is kille
 replaced, one that dies is replaced, and the file is reported as failed with the reason.
 The worker lives for the whole run, so the cost per file is one pipe round trip.
 
-The worker is a plain `python -m ingest.isolation` talking over two inherited pipes (not
+The worker is a plain `python -m ingest.parsing.isolation` talking over two inherited pipes (not
 multiprocessing's spawn, which re-imports the parent's `__main__` — inside the page that
 is the Streamlit script).
 """
@@ -23,7 +23,8 @@ import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ingest.parsers import ParseError, Section, parse
+from ingest.parsing.base import ParseError, Section
+from ingest.parsing.registry import parse
 
 NOISY = ("pypdf", "pdfminer", "PIL", "charset_normalizer")
 
@@ -79,7 +80,7 @@ class ParserWorker:
                     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "ingest.isolation",
+                [sys.executable, "-m", "ingest.parsing.isolation",
                  str(request_r), str(response_w), str(self.memory_mb)],
                 pass_fds=(request_r, response_w), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, preexec_fn=limit_memory,

@@ -10,9 +10,9 @@ import zipfile
 
 from lxml.etree import XMLSyntaxError
 
-from ingest.containers import check_office_zip
-from ingest.parsers import ParseError, Section
-from ingest.tables import MAX_COLUMNS, table_lines, table_sections
+from ingest.parsing.base import ParseError, Section
+from ingest.parsing.containers import check_office_zip
+from ingest.parsing.tables import MAX_COLUMNS, table_lines, table_sections
 
 # what the libraries raise on damaged or mislabelled packages
 _BROKEN = (zipfile.BadZipFile, KeyError, ValueError, TypeError, XMLSyntaxError, EOFError)

@@ -13,7 +13,7 @@ import io
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 
-from ingest.parsers import ParseError, Section, decode_text
+from ingest.parsing.base import ParseError, Section, decode_text
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,73 @@
+"""Plain text, Markdown (markdown-it-py, MIT) and HTML (BeautifulSoup with lxml, MIT/BSD)
+as sections by heading."""
+
+from __future__ import annotations
+
+import re
+
+from ingest.parsing.base import Headings, Section, decode_text, sections_from, strict_decode
+
+
+def parse_text(data: bytes) -> list[Section]:
+    return sections_from([("", decode_text(data))])
+
+
+def parse_markdown(data: bytes) -> list[Section]:
+    from markdown_it import MarkdownIt
+
+    text = decode_text(data)
+    lines = text.splitlines()
+    tokens = MarkdownIt("commonmark").parse(text)
+    headings = Headings()
+    pairs: list[tuple[str, str]] = []
+    start = 0
+    current = ""
+    for i, token in enumerate(tokens):
+        if token.type != "heading_open" or token.map is None:
+            continue
+        begin, end = token.map
+        pairs.append((current, "\n".join(lines[start:begin])))
+        headings.enter(int(token.tag[1:]), tokens[i + 1].content.strip())
+        current = str(headings)
+        start = end
+    pairs.append((current, "\n".join(lines[start:])))
+    return sections_from(pairs)
+
+
+_HTML_BLOCKS = {
+    "p", "div", "li", "ul", "ol", "table", "tr", "td", "th", "pre", "blockquote", "br",
+    "section", "article", "dt", "dd", "dl", "figcaption", "hr", "header", "footer", "main",
+}  # fmt: skip
+_HTML_DROP = ("script", "style", "noscript", "template", "head", "svg", "iframe", "object")
+
+
+def parse_html(data: bytes | str) -> list[Section]:
+    """HTML as sections by heading; `data` may be already-decoded text (mail bodies)."""
+    from bs4 import BeautifulSoup, NavigableString, Tag
+
+    if isinstance(data, bytes):  # valid UTF-8 is UTF-8 (bs4 took 2 kana for GB18030)
+        data = strict_decode(data, "utf-8-sig") or data
+    soup = BeautifulSoup(data, "lxml")
+    for tag in soup.find_all(_HTML_DROP):
+        tag.decompose()
+    headings = Headings()
+    pairs: list[tuple[str, str]] = []
+    buffer: list[str] = []
+    current = ""
+    skip: set[int] = set()
+    for node in (soup.body or soup).descendants:
+        if isinstance(node, Tag):
+            if re.fullmatch(r"h[1-6]", node.name or ""):
+                pairs.append((current, "".join(buffer)))
+                buffer = []
+                headings.enter(int(node.name[1]), " ".join(node.get_text(" ").split()))
+                current = str(headings)
+                skip.update(id(s) for s in node.find_all(string=True))
+            elif node.name in _HTML_BLOCKS:
+                buffer.append("\n")
+        elif isinstance(node, NavigableString) and id(node) not in skip:
+            if type(node) is NavigableString:  # not a Comment, CData, Doctype...
+                buffer.append(str(node))
+    pairs.append((current, "".join(buffer)))
+    cleaned = [(h, re.sub(r"[ \t\r\f\v]+", " ", t)) for h, t in pairs]
+    return sections_from([(h, re.sub(r"\s*\n\s*", "\n", t)) for h, t in cleaned])
