@@ -29,7 +29,7 @@ from ingest.pipeline import Ingestor
 from tests.conftest import CachedEmbedder, closed_port_url, json_lines
 from tests.ollama_server import FakeOllama
 from ui.chat import record
-from ui.cli import app as cli_app
+from ui.cli.main import app as cli_app
 from ui.i18n import STRINGS
 
 GROUPS = ["hr", "finance", "legal", "sales", "it", "exec"]

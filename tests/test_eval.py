@@ -195,7 +195,7 @@ def _eval_cli(*args: str, settings) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
     env.update(TAIMATSU_DATA_DIR=str(settings.data_dir), TAIMATSU_OLLAMA_HOST=settings.ollama_host)
     return subprocess.run(
-        [sys.executable, "-m", "ui.eval_cli", "eval", *args],
+        [sys.executable, "-m", "ui.cli.eval", "eval", *args],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False,
     )  # fmt: skip
 

@@ -53,7 +53,7 @@ from assistant.settings import Settings
 from ingest.pipeline import Ingestor, display_path, walk
 from ingest.runs import recent_runs
 from tests.conftest import SAMPLES, CachedEmbedder, closed_port_url, json_lines, run_cli
-from ui.cli import app
+from ui.cli.main import app
 
 CHUNK_SIZE = 32  # tokens: one chunk per paragraph, many small writes
 BATCHES = {"TAIMATSU_EMBED_QUEUE": "16", "TAIMATSU_WRITE_BATCH": "16"}  # two notes a write

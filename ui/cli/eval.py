@@ -1,8 +1,8 @@
 """`taimatsu eval GOLD`: score retrieval (and answers, when a model is available) on a
 gold file against the configured index.
 
-Registered in ui/cli.py with `app.command("eval")(eval_command)`; also runnable alone as
-`python -m ui.eval_cli eval GOLD`. Heavy imports happen inside the command.
+Registered in ui/cli/main.py with `app.command("eval")(eval_command)`; also runnable alone as
+`python -m ui.cli.eval eval GOLD`. Heavy imports happen inside the command.
 """
 
 from __future__ import annotations

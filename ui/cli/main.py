@@ -20,9 +20,9 @@ import typer
 
 from assistant.settings import Settings
 from ui.bundle import bundle_app
-from ui.eval_cli import eval_command
+from ui.cli.eval import eval_command
 from ui.oidc import streamlit_args
-from ui.progress import progress_bar
+from ui.cli.progress import progress_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
 
