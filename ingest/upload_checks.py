@@ -1,7 +1,7 @@
 """The checks an uploaded file passes before anything is written (ingest/uploads.py writes).
 
 A refused file gets one reason, as an `UploadProblem` with a code (the page translates it,
-ui.i18n's "upload_<code>") and an English message:
+ui.web.i18n's "upload_<code>") and an English message:
 
 - its name: directory parts (`/` and `\\`) are dropped; absolute paths, `..`, control and
   invisible characters (bidi overrides that disguise `exe.pdf`), characters Windows forbids
@@ -58,7 +58,7 @@ BINARY_SIGNATURES = (
     b"\x1f\x8b",
 )  # fmt: skip
 
-MESSAGES = {  # English, for logs and tests; the page shows ui.i18n's "upload_<code>"
+MESSAGES = {  # English, for logs and tests; the page shows ui.web.i18n's "upload_<code>"
     "empty_name": "the file has no name",
     "absolute": "an absolute path is not a file name",
     "traversal": "a name with '..' could point outside the upload folder",

@@ -28,9 +28,9 @@ from assistant.settings import Settings
 from ingest.pipeline import Ingestor
 from tests.conftest import CachedEmbedder, closed_port_url, json_lines
 from tests.ollama_server import FakeOllama
-from ui.chat import record
 from ui.cli.main import app as cli_app
-from ui.i18n import STRINGS
+from ui.web.chat import record
+from ui.web.i18n import STRINGS
 
 GROUPS = ["hr", "finance", "legal", "sales", "it", "exec"]
 TOPICS = [
@@ -181,7 +181,7 @@ def secret_documents() -> dict[str, tuple[str, list[str]]]:
 
 
 PUBLIC, HIDDEN = public_documents(), secret_documents()
-APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+APP = str(Path(__file__).resolve().parent.parent / "ui" / "web" / "app.py")
 
 
 @pytest.fixture(scope="module")

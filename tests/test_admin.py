@@ -22,9 +22,9 @@ from ingest.pipeline import Ingestor, ingest_lock
 from tests.conftest import SAMPLES, closed_port_url
 from tests.ollama_server import FakeOllama
 from tests.test_app import APP, literal
-from ui import admin_jobs
-from ui.auth import User
-from ui.i18n import STRINGS
+from ui.web import admin_jobs
+from ui.web.auth import User
+from ui.web.i18n import STRINGS
 
 JOB_SECONDS = 120
 NARWHAL = b"# Narwhal husbandry\n\nNarwhal tusks are measured every spring by the marine team.\n"
@@ -245,15 +245,15 @@ def test_an_upload_while_another_run_holds_the_index_waits_for_the_next_sync(
 def test_the_page_is_for_administrators_only(monkeypatch, admin_env):
     settings, _ = admin_env
     monkeypatch.setenv("TAIMATSU_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setattr("ui.auth.current_user", lambda s: User("bob", "bob", ("hr",), False))
+    monkeypatch.setattr("ui.web.auth.current_user", lambda s: User("bob", "bob", ("hr",), False))
     app = AppTest.from_file(APP, default_timeout=60)
     app.session_state["language"] = "en"
     app.run()
     assert [i.get("url_pathname") for i in app._registered_pages.values()] == [""]  # ask only
 
     def direct_call() -> None:
-        from ui import admin
-        from ui.auth import User
+        from ui.web import admin
+        from ui.web.auth import User
 
         admin.render(None, User("bob", "bob", ("hr",), False), None)  # type: ignore[arg-type]
 

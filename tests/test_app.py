@@ -14,9 +14,9 @@ from assistant.index.edge import EdgeIndex
 from ingest.pipeline import Ingestor
 from tests.conftest import closed_port_url
 from tests.ollama_server import FakeOllama
-from ui.i18n import STRINGS
+from ui.web.i18n import STRINGS
 
-APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+APP = str(Path(__file__).resolve().parent.parent / "ui" / "web" / "app.py")
 
 
 @pytest.fixture

@@ -475,7 +475,7 @@ def test_whole_flow_connects_only_to_loopback(tmp_path, artifacts):
 def test_a_page_opened_from_another_origin_probes_nothing(tmp_path, artifacts):
     """Behind a reverse proxy the browser's Origin is the proxy's host name, and Streamlit
     then asks for the machine's internal and external IPs (8.8.8.8, checkip.amazonaws.com)
-    unless `taimatsu ui` switched those probes off (ui/serve.py)."""
+    unless `taimatsu ui` switched those probes off (ui/web/serve.py)."""
     from websockets.sync.client import connect
 
     strace = need_binary("strace")

@@ -25,8 +25,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from assistant.settings import Settings
 from tests.conftest import closed_port_url, need_binary
 from tests.test_browser import CHROMIUM_ARGS, PAGE_MS, _free_port, _wait_healthy, ask, wait_for_run
-from ui.auth import header_user, oidc_user
-from ui.oidc import SECRETS_FILE, streamlit_args
+from ui.web.auth import header_user, oidc_user
+from ui.web.oidc import SECRETS_FILE, streamlit_args
 
 # the mock provider still uses authlib's older API for its ID tokens
 pytestmark = pytest.mark.filterwarnings("ignore:get_jwt_config:DeprecationWarning")

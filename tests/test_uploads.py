@@ -21,7 +21,7 @@ from ingest.acl import ACL_FILE_NAME, Acl
 from ingest.parsing import PARSERS
 from ingest.upload_checks import MESSAGES, UploadError, UploadProblem, clean_groups, safe_name
 from tests.conftest import SAMPLES
-from ui.i18n import STRINGS
+from ui.web.i18n import STRINGS
 
 MD = b"# Zebra care\n\nZebras are fed twice a day.\n"
 

@@ -21,8 +21,8 @@ import typer
 from assistant.settings import Settings
 from ui.bundle import bundle_app
 from ui.cli.eval import eval_command
-from ui.oidc import streamlit_args
 from ui.cli.progress import progress_bar
+from ui.web.oidc import streamlit_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
 
@@ -279,9 +279,9 @@ def ui(
             f"single-user mode would make everyone who reaches {settings.ui_address} an "
             "administrator; set TAIMATSU_AUTH_MODE=oidc or header to serve a network"
         )
-    app_file = Path(__file__).with_name("app.py")
+    app_file = Path(__file__).resolve().parents[1] / "web" / "app.py"
     args = [
-        sys.executable, "-m", "ui.serve", "run", str(app_file),
+        sys.executable, "-m", "ui.web.serve", "run", str(app_file),
         "--server.address", settings.ui_address,
         "--server.port", str(port or settings.ui_port),
         "--server.headless", "true",

@@ -1,8 +1,8 @@
 """The administration page (administrators only): what the index holds (documents and
 chunks, by file type and by source folder), the health of the index and of Ollama, the
-last ingestion runs and their failures, "Sync now", and uploads (ui/admin_upload.py).
+last ingestion runs and their failures, "Sync now", and uploads (ui/web/admin_upload.py).
 
-Long work runs in the background (ui/admin_jobs.py) and shows its progress here. Names
+Long work runs in the background (ui/web/admin_jobs.py) and shows its progress here. Names
 of files and folders, and reasons from the pipeline, are shown literally (plain()).
 """
 
@@ -20,12 +20,12 @@ from assistant.index.stats import engine_version, groups_in_index, index_stats
 from assistant.settings import EVERYONE, Settings
 from assistant.status import collect
 from ingest.runs import recent_runs
-from ui import admin_jobs as jobs
-from ui.admin_progress import poll, say, show_failures, show_steps
-from ui.admin_upload import render_upload
-from ui.auth import User
-from ui.chat import plain
-from ui.i18n import t
+from ui.web import admin_jobs as jobs
+from ui.web.admin_progress import poll, say, show_failures, show_steps
+from ui.web.admin_upload import render_upload
+from ui.web.auth import User
+from ui.web.chat import plain
+from ui.web.i18n import t
 
 RUNS_SHOWN = 10
 

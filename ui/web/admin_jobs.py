@@ -40,7 +40,7 @@ class Step:
     folder: str
     summary: dict[str, Any] | None = None
     error: str | None = None  # one sentence (from the pipeline or the index)
-    error_key: str | None = None  # or a message of the page's own (ui.i18n key)
+    error_key: str | None = None  # or a message of the page's own (ui.web.i18n key)
     busy: bool = False  # another ingestion run held the index
 
 

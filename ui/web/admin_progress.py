@@ -7,9 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from ui import admin_jobs as jobs
-from ui.chat import plain
-from ui.i18n import t
+from ui.web import admin_jobs as jobs
+from ui.web.chat import plain
+from ui.web.i18n import t
 
 POLL_SECONDS = 1.0
 MAX_FAILURES_SHOWN = 100

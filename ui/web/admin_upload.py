@@ -1,6 +1,6 @@
 """The administration page's upload: documents into TAIMATSU_UPLOAD_DIR with the groups
 that may read them, checked and written by ingest/uploads.py, then ingested in the
-background (ui/admin_jobs.py) with progress, and announced once searchable."""
+background (ui/web/admin_jobs.py) with progress, and announced once searchable."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import streamlit as st
 
 from assistant.settings import EVERYONE, Settings
 from ingest import upload_checks, uploads
-from ui import admin_jobs as jobs
-from ui.admin_progress import poll, say
-from ui.chat import plain
-from ui.i18n import t
+from ui.web import admin_jobs as jobs
+from ui.web.admin_progress import poll, say
+from ui.web.chat import plain
+from ui.web.i18n import t
 
 
 def _reason(code: str, params: dict[str, str]) -> str:

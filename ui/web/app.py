@@ -14,10 +14,10 @@ from assistant.answering import Answerer, History
 from assistant.embedder import Embedder
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
-from ui import admin, chat
-from ui.auth import User, current_user
-from ui.chat import plain
-from ui.i18n import language_switch, t
+from ui.web import admin, chat
+from ui.web.auth import User, current_user
+from ui.web.chat import plain
+from ui.web.i18n import language_switch, t
 
 log = logging.getLogger("taimatsu.ui")
 

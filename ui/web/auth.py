@@ -4,7 +4,7 @@
   an administrator.
 - `header`: a reverse proxy that has signed the user in sets the user and group headers;
   they are believed only when the connection comes from an allow-listed proxy address
-  (`taimatsu ui` makes sure that address is the connection's own, see ui/oidc.py).
+  (`taimatsu ui` makes sure that address is the connection's own, see ui/web/oidc.py).
 - `oidc`: Streamlit's `st.login` against an OpenID Connect provider; the groups come from
   a configurable claim of the ID token (a list or a comma-separated string; a dotted name
   such as `realm_access.roles` reaches into an object).

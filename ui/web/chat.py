@@ -17,8 +17,8 @@ import streamlit as st
 from assistant.answering import GENERATED, SOURCES_ONLY, Answer, Answerer, History, Turn
 from assistant.index import StoreBusy, StoreError
 from assistant.retrieval import QuestionTooLong, readable_file
-from ui.auth import User
-from ui.i18n import t
+from ui.web.auth import User
+from ui.web.i18n import t
 
 log = logging.getLogger("taimatsu.ui")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
