@@ -25,7 +25,7 @@ sysdeps:
 	@sh scripts/sysdeps.sh
 
 test: venv sysdeps
-	$(BIN)/ruff check assistant ingest ui tests bench scripts
+	$(BIN)/ruff check assistant ingest ui bundle tests bench scripts
 	$(BIN)/python -m pytest
 
 clean:

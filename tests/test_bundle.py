@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from bundle import install as bundle_install
+from bundle.install import BundleError
+from bundle.ollama import OllamaSourceError, find_model
+from bundle.wheels import check_cpu_torch
 from tests.conftest import ROOT
-from ui import bundle_install
-from ui.bundle_install import BundleError
-from ui.bundle_ollama import OllamaSourceError, find_model
-from ui.bundle_wheels import check_cpu_torch
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 WHEEL = f"wheels/{PROJECT['name']}-{PROJECT['version']}-py3-none-any.whl"
@@ -55,7 +55,7 @@ def _offline(*command: str | Path, cwd: Path | None = None) -> subprocess.Comple
 
 
 def _bundle_cli(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "ui.bundle", *map(str, args)]
+    return [sys.executable, "-m", "bundle.cli", *map(str, args)]
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_archive_holds_wheels_models_ollama_installer_and_manifest(built):
     modelfile = files["ollama/Modelfile"].decode()
     assert "\nFROM ./model.gguf\n" in modelfile and "<|im_start|>{{ .Role }}" in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile and "ollama create qwen2.5:7b" in modelfile
-    assert files["install_offline.py"] == (ROOT / "ui" / "bundle_install.py").read_bytes()
+    assert files["install_offline.py"] == (ROOT / "bundle" / "install.py").read_bytes()
     sidecar = built.with_name(built.name + ".sha256").read_text()
     assert sidecar == f"{_sha(built.read_bytes())}  {built.name}\n"
     with tarfile.open(built) as tar:
@@ -138,12 +138,15 @@ def test_installs_into_a_fresh_venv_with_the_network_denied(built, tmp_path):
     where = subprocess.run(
         [venv / "bin" / "python", "-I", "-c",
          "import importlib.util as u; print(*(u.find_spec(n).origin for n in "
-         "('assistant', 'ingest', 'ui')))"],
+         "('assistant', 'ingest', 'ui', 'bundle')))"],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     site = venv / "lib" / "python3.11" / "site-packages"
-    assert where == [str(site / name / "__init__.py") for name in ("assistant", "ingest", "ui")]
-    assert (site / "ui" / "bundle_install.py").is_file()
+    assert where == [
+        str(site / name / "__init__.py") for name in ("assistant", "ingest", "ui", "bundle")
+    ]
+    assert (site / "bundle" / "install.py").is_file()
+    assert (site / "ingest" / "parsing" / "registry.py").is_file()
     copied = venv / "share" / "taimatsu" / "models" / "tiny-model"
     assert (copied / "model.safetensors").read_bytes() == b"weights"
     assert f"TAIMATSU_EMBED_MODEL_DIR={copied}" in result.stdout

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from assistant.settings import Settings
-from ui.bundle import bundle_app
+from bundle.cli import bundle_app
 from ui.cli.eval import eval_command
 from ui.cli.progress import progress_bar
 from ui.web.oidc import streamlit_args

@@ -12,7 +12,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from ui.bundle_install import MANIFEST, ROOT_NAME, SUMS
+from bundle.install import MANIFEST, ROOT_NAME, SUMS
 
 
 class _HashingWriter:

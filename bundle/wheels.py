@@ -11,7 +11,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from ui.bundle_install import BundleError
+from bundle.install import BundleError
 
 CUDA_WHEELS = re.compile(r"^(nvidia_|triton-)", re.IGNORECASE)
 

@@ -3,7 +3,7 @@
 `build`, on a connected machine, writes OUT.tar holding one folder, `taimatsu-bundle/`:
 
     install-offline.sh   the command on the air-gapped machine (needs only Python 3.11)
-    install_offline.py   the installer: ui/bundle_install.py, standard library only
+    install_offline.py   the installer: bundle/install.py, standard library only
     README.txt           the steps, in words
     wheels/              Taimatsu's wheel and every dependency's for the target platform
                          (torch is the CPU build), and pip's own wheel
@@ -15,7 +15,7 @@
     SHA256SUMS           the same digests, for `sha256sum -c`
 
 and OUT.tar.sha256 beside it. Uncompressed: wheels and GGUF weights do not compress.
-`install` checks an archive against its manifest and installs it (ui/bundle_install.py).
+`install` checks an archive against its manifest and installs it (bundle/install.py).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Annotated
 
 import typer
 
-from ui import bundle_install
-from ui.bundle_archive import write_archive
-from ui.bundle_install import ROOT_NAME, BundleError
-from ui.bundle_ollama import GGUF_NAME, OllamaSourceError, find_model
-from ui.bundle_wheels import (
+from bundle import install as bundle_install
+from bundle.archive import write_archive
+from bundle.install import ROOT_NAME, BundleError
+from bundle.ollama import GGUF_NAME, OllamaSourceError, find_model
+from bundle.wheels import (
     check_cpu_torch,
     pip,
     pip_platforms,
