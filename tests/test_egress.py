@@ -42,7 +42,14 @@ from playwright.sync_api import expect, sync_playwright
 from ingest.pipeline import walk
 from tests.conftest import SAMPLES, closed_port_url, need_binary
 from tests.ollama_server import FakeOllama
-from tests.test_browser import CHROMIUM_ARGS, PAGE_MS, _free_port, _wait_healthy, ask, wait_for_run
+from tests.ui.test_browser import (
+    CHROMIUM_ARGS,
+    PAGE_MS,
+    _free_port,
+    _wait_healthy,
+    ask,
+    wait_for_run,
+)
 
 # connect() is what the test judges; execve and the clone family name the process
 # that made each call (threads and children inherit their parent's name).

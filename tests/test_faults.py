@@ -2,8 +2,8 @@
 that restarts. Each ends with a one-line message and no traceback; the index still opens
 and answers with what was written before (every document whole, in one version); the
 next run brings it to what a fresh ingestion builds. Elsewhere: Ollama dying mid-stream
-(tests/test_answer.py), the embedded store held by another process (tests/test_app.py,
-tests/test_crash.py), a server never reachable (tests/test_server_index.py).
+(tests/answering/test_answer.py), the embedded store held by another process (tests/ui/test_app.py,
+tests/ingest/test_crash.py), a server never reachable (tests/index/test_backends.py).
 
 The full disk is a real one: an ext4 file system in an image file, loop-mounted, holding
 the data folder (this needs root and a loop device: skipped elsewhere, failed in CI). It

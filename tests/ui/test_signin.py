@@ -24,7 +24,14 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from assistant.settings import Settings
 from tests.conftest import closed_port_url, need_binary
-from tests.test_browser import CHROMIUM_ARGS, PAGE_MS, _free_port, _wait_healthy, ask, wait_for_run
+from tests.ui.test_browser import (
+    CHROMIUM_ARGS,
+    PAGE_MS,
+    _free_port,
+    _wait_healthy,
+    ask,
+    wait_for_run,
+)
 from ui.web.auth import header_user, oidc_user
 from ui.web.oidc import SECRETS_FILE, streamlit_args
 

@@ -21,11 +21,11 @@ Its promises, checked on every example:
 Reproducible in CI: the hypothesis tests run with `derandomize=True` and `database=None`,
 so their examples are a fixed function of this file, the same on every machine and run,
 and nothing is read from or written to `.hypothesis/`; `max_examples` bounds the time.
-For a longer, random search: FUZZ_EXAMPLES=2000 .venv/bin/pytest tests/test_fuzz.py -k
+For a longer, random search: FUZZ_EXAMPLES=2000 .venv/bin/pytest tests/ingest/test_fuzz.py -k
 generated. A failure prints its shrunk input: keep it as an `@example` here (chunker
 inputs) or as a file in tests/data/crashers/ (documents), and fix the product.
 
-The parsers are fuzzed with mutated documents in tests/test_isolation.py. Here, Markdown,
+The parsers are fuzzed with mutated documents in tests/ingest/test_isolation.py. Here, Markdown,
 HTML, mail and PDF documents are built from generated text and followed through the real
 parser worker to their chunks (headings, subjects and pages kept), and every file in
 tests/data/crashers/ (see its README) and the big files generated below are replayed
@@ -59,7 +59,7 @@ from ingest.parsing.isolation import ParserWorker
 from ingest.parsing.mail import MAX_HEADER_CHARS
 from ingest.pipeline import chunk_id
 
-CRASHERS = Path(__file__).parent / "data" / "crashers"
+CRASHERS = Path(__file__).resolve().parents[1] / "data" / "crashers"
 CRASHER_FILES = sorted(p for p in CRASHERS.iterdir() if p.name != "README.md")
 MAX_COMMITTED_BYTES = 50_000
 PER_FILE_TIMEOUT = 30.0  # seconds, for the parser worker and for chunking

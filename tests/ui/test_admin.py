@@ -21,7 +21,7 @@ from ingest.acl import ACL_FILE_NAME, Acl
 from ingest.pipeline import Ingestor, ingest_lock
 from tests.conftest import SAMPLES, closed_port_url
 from tests.ollama_server import FakeOllama
-from tests.test_app import APP, literal
+from tests.ui.test_app import APP, literal
 from ui.web import admin_jobs
 from ui.web.auth import User
 from ui.web.i18n import STRINGS
@@ -299,11 +299,11 @@ def test_statistics_are_the_same_on_both_backends(tmp_path, embedder):
 
 @contextmanager
 def _serve(settings: Settings, ollama_host: str, log_path: Path) -> Iterator[str]:
-    """`taimatsu ui` as tests/test_browser.py runs it, with uploads on."""
+    """`taimatsu ui` as tests/ui/test_browser.py runs it, with uploads on."""
     import os
     import subprocess
 
-    from tests.test_browser import _free_port, _wait_healthy
+    from tests.ui.test_browser import _free_port, _wait_healthy
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
@@ -336,7 +336,14 @@ def test_upload_in_the_browser_then_find_the_new_document(admin_env, artifacts):
     from playwright.sync_api import expect, sync_playwright
 
     from tests.conftest import need_binary
-    from tests.test_browser import ANSWER_MS, CHROMIUM_ARGS, PAGE_MS, ask, citations, wait_for_run
+    from tests.ui.test_browser import (
+        ANSWER_MS,
+        CHROMIUM_ARGS,
+        PAGE_MS,
+        ask,
+        citations,
+        wait_for_run,
+    )
 
     settings, _ = admin_env
     for old in artifacts.glob("*.png"):

@@ -16,7 +16,7 @@ from tests.conftest import closed_port_url
 from tests.ollama_server import FakeOllama
 from ui.web.i18n import STRINGS
 
-APP = str(Path(__file__).resolve().parent.parent / "ui" / "web" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "ui" / "web" / "app.py")
 
 
 @pytest.fixture
