@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from assistant.answering import ollama_health
-from assistant.index import StoreError, open_index
+from assistant.errors import StoreError
+from assistant.index import open_index
 from assistant.settings import Settings
 
 

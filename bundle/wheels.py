@@ -37,7 +37,8 @@ def project_wheel(project: Path, dest: Path, work: Path, sources: list[str]) -> 
     for name in keep:
         if (project / name).is_file():
             shutil.copy2(project / name, src / name)
-    for package in meta["tool"]["setuptools"]["packages"]:
+    found = meta["tool"]["setuptools"]["packages"]["find"]["include"]  # "assistant*", ...
+    for package in sorted({pattern.rstrip("*.") for pattern in found}):
         shutil.copytree(
             project / package, src / package, ignore=shutil.ignore_patterns("__pycache__")
         )

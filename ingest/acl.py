@@ -25,13 +25,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from assistant.errors import AclError
 from assistant.settings import EVERYONE
 
 ACL_FILE_NAME = ".taimatsu-acl.toml"
-
-
-class AclError(ValueError):
-    """An ACL file that cannot be used; nothing is ingested with unknown permissions."""
 
 
 @lru_cache(maxsize=512)

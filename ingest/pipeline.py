@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 
 from assistant import sparse
 from assistant.embedder import Embedder
+from assistant.errors import AclError, IngestBusy, IngestError, ParseError
 from assistant.index import (
     ChunkPoint,
     DeleteDocument,
@@ -36,22 +37,14 @@ from assistant.index import (
     open_index,
 )
 from assistant.settings import Settings
-from ingest.acl import Acl, AclError
+from ingest.acl import Acl
 from ingest.chunker import Chunk, Chunker
-from ingest.parsing import ParseError, Section, parse, supported
+from ingest.parsing import Section, parse, supported
 from ingest.parsing.isolation import ParserWorker
 from ingest.runs import record_run
 
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")
-
-
-class IngestError(RuntimeError):
-    """The run as a whole cannot proceed (bad folder, ACL file, index problem)."""
-
-
-class IngestBusy(IngestError):
-    """Another ingestion run holds this index."""
 
 
 @dataclass

@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from io import BytesIO
 from pathlib import PurePosixPath
 
-from ingest.parsing import PARSERS, ParseError, decode_text
+from assistant.errors import UPLOAD_MESSAGES, ParseError, UploadError, UploadProblem
+from ingest.parsing import PARSERS, decode_text
 
 MAX_NAME_BYTES = 200  # UTF-8 bytes; file systems allow 255, and `-N` may be added
 MAX_GROUP_CHARS = 100
@@ -58,43 +59,7 @@ BINARY_SIGNATURES = (
     b"\x1f\x8b",
 )  # fmt: skip
 
-MESSAGES = {  # English, for logs and tests; the page shows ui.web.i18n's "upload_<code>"
-    "empty_name": "the file has no name",
-    "absolute": "an absolute path is not a file name",
-    "traversal": "a name with '..' could point outside the upload folder",
-    "control": "the name contains control or invisible characters",
-    "reserved_char": 'the name contains a character file systems forbid (< > : " | ? *)',
-    "device": "{stem} is a reserved device name on Windows",
-    "hidden": "names starting with a dot are hidden files and are never indexed",
-    "trailing_dot": "the name ends with a dot",
-    "too_long": "the name is longer than {limit} bytes",
-    "type": "{suffix} files are not accepted; upload one of {accepted}",
-    "too_big": "{size} MB is over the {limit} MB limit",
-    "empty": "the file is empty",
-    "mismatch": "the content is not a {type} file although the name ends in {suffix}",
-    "not_text": "the content is not text although the name ends in {suffix}",
-    "too_many": "{count} files at once is more than the limit of {limit}; nothing was saved",
-    "no_groups": "choose at least one group that may read the documents",
-    "bad_group": "{group} is not a usable group name",
-    "off": "uploads are off (TAIMATSU_UPLOAD_DIR is empty)",
-    "acl_override": "TAIMATSU_ACL_FILE is set and would override the groups chosen here",
-    "folder": "the upload folder {folder} cannot be used ({reason})",
-    "acl_unreadable": "the upload folder's ACL file cannot be used ({reason})",
-    "busy": "another upload is being saved; try again in a moment",
-}
-
-
-class UploadProblem(ValueError):
-    """A refusal with a code (for the page's translation) and the message's values."""
-
-    def __init__(self, code: str, **params: object) -> None:
-        self.code = code
-        self.params = {k: str(v) for k, v in params.items()}
-        super().__init__(MESSAGES[code].format(**self.params))
-
-
-class UploadError(UploadProblem):
-    """The upload as a whole is refused; nothing is written."""
+MESSAGES = UPLOAD_MESSAGES
 
 
 def accepted_suffixes() -> list[str]:

@@ -28,15 +28,10 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
+from assistant.errors import AclError, UploadError, UploadProblem
 from assistant.settings import Settings
-from ingest.acl import ACL_FILE_NAME, Acl, AclError
-from ingest.upload_checks import (
-    UploadError,
-    UploadProblem,
-    check_content,
-    clean_groups,
-    safe_name,
-)
+from ingest.acl import ACL_FILE_NAME, Acl
+from ingest.upload_checks import check_content, clean_groups, safe_name
 
 LOCK_NAME = ".taimatsu-upload.lock"
 TEMP_PREFIX = ".taimatsu-upload-"

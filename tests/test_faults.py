@@ -45,8 +45,8 @@ from typer.testing import CliRunner
 
 import assistant.index.edge as edge_index
 import assistant.index.server as server_index
-from assistant.index import StoreError
-from assistant.index.edge import MIN_FREE_BYTES, DiskFull, EdgeIndex
+from assistant.errors import DiskFull, StoreError
+from assistant.index.edge import MIN_FREE_BYTES, EdgeIndex
 from assistant.index.server import RESTART_WAITS, ServerIndex
 from assistant.retrieval import Searcher
 from assistant.settings import Settings

@@ -10,7 +10,7 @@ from __future__ import annotations
 from assistant.answering.answer import GENERATED, NOT_FOUND, SOURCES_ONLY, Answer, Answerer
 from assistant.answering.conversation import Turn
 from assistant.answering.history import Conversation, History
-from assistant.answering.llm import LLMUnavailable, OllamaPool, ollama_health
+from assistant.answering.llm import OllamaPool, ollama_health
 from assistant.answering.prompt import build_messages, check_citations
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "Answerer",
     "Conversation",
     "History",
-    "LLMUnavailable",
     "OllamaPool",
     "Turn",
     "build_messages",

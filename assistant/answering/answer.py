@@ -19,8 +19,9 @@ from assistant.answering.conversation import (
     condense_messages,
     fallback_question,
 )
-from assistant.answering.llm import LLMUnavailable, OllamaPool
+from assistant.answering.llm import OllamaPool
 from assistant.answering.prompt import build_messages, check_citations
+from assistant.errors import LLMUnavailable
 from assistant.retrieval import Passage, Searcher, language_of
 from assistant.settings import Settings
 

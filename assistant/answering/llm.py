@@ -20,17 +20,12 @@ import ollama
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.ollama import Ollama
 
+from assistant.errors import LLMUnavailable
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before the 2nd, 3rd and 4th attempt
 _RESETS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, ConnectionResetError)
-
-
-class LLMUnavailable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason  # a key of _MESSAGES
 
 
 def hosts(settings: Settings) -> list[str]:

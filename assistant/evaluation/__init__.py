@@ -11,7 +11,6 @@ from assistant.evaluation.report import bar_chart, html_report, table
 from assistant.evaluation.retrieval import DEPTH, MODES, Retriever, check_mode, leg_request
 from assistant.evaluation.scoring import (
     JUDGE_SYSTEM,
-    GoldError,
     GoldItem,
     QuestionResult,
     SettingScores,
@@ -31,7 +30,6 @@ __all__ = [
     "DEPTH",
     "JUDGE_SYSTEM",
     "MODES",
-    "GoldError",
     "GoldItem",
     "QuestionResult",
     "Retriever",

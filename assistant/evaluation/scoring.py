@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assistant.errors import GoldError
 from assistant.evaluation.retrieval import DEPTH, MODES, Retriever, check_mode, leg_request
 from assistant.retrieval import Passage, Searcher
 from assistant.settings import Settings
@@ -48,10 +49,6 @@ JUDGE_SYSTEM = (
     "in the sentence is stated in the passages or follows directly from them, NO otherwise."
 )
 JUDGE_PROMPT = "Passages:\n\n{passages}\n\nSentence: {sentence}\n\nIs the sentence supported by the passages? Answer YES or NO."  # noqa: E501
-
-
-class GoldError(ValueError):
-    """A gold file that cannot be used, with a message that says where and why."""
 
 
 @dataclass(frozen=True)

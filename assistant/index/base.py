@@ -37,18 +37,6 @@ KEYWORD_FIELDS = ("groups", "root", "source", "doc_hash")
 INTEGER_FIELDS = ("chunk", TERMS)
 
 
-class StoreError(RuntimeError):
-    """An index problem with a one-sentence message a user can act on."""
-
-
-class StoreBusy(StoreError):
-    pass
-
-
-class ModelMismatch(StoreError):
-    pass
-
-
 @dataclass(frozen=True)
 class ChunkPoint:
     id: str

@@ -45,6 +45,7 @@ from qdrant_edge import (
 )
 
 from assistant.embedder import ModelStamp
+from assistant.errors import DiskFull, ModelMismatch, StoreBusy, StoreError
 from assistant.index.base import (
     DENSE,
     INTEGER_FIELDS,
@@ -57,10 +58,7 @@ from assistant.index.base import (
     Hit,
     Index,
     Legs,
-    ModelMismatch,
     Operation,
-    StoreBusy,
-    StoreError,
     Upsert,
     make_hit,
     stamp_problem,
@@ -80,10 +78,6 @@ _shared_guard = threading.Lock()
 MIN_FREE_BYTES = 64 * 2**20
 WRITE_OVERHEAD = 4
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over file size
-
-
-class DiskFull(StoreError):
-    """The disk holding the data folder has no room for a write."""
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -27,6 +27,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from qdrant_client.local.qdrant_local import QdrantLocal
 
 from assistant.embedder import ModelStamp
+from assistant.errors import ModelMismatch, StoreError
 from assistant.index.base import (
     DENSE,
     INTEGER_FIELDS,
@@ -39,9 +40,7 @@ from assistant.index.base import (
     Hit,
     Index,
     Legs,
-    ModelMismatch,
     Operation,
-    StoreError,
     Upsert,
     make_hit,
     stamp_problem,

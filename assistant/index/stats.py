@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from assistant.index.base import Index, StoreError
+from assistant.errors import StoreError
+from assistant.index.base import Index
 
 FACET_LIMIT = 100_000
 _FIRST_CHUNK_FIELDS = ["root", "source", "kind", "chunks"]

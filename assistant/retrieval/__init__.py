@@ -8,17 +8,10 @@ from __future__ import annotations
 
 from assistant.retrieval.rerank import Reranker
 from assistant.retrieval.routing import Retrieval, language_of, legs_for, names_exact_term
-from assistant.retrieval.search import (
-    Passage,
-    QuestionTooLong,
-    Searcher,
-    current_versions,
-    readable_file,
-)
+from assistant.retrieval.search import Passage, Searcher, current_versions, readable_file
 
 __all__ = [
     "Passage",
-    "QuestionTooLong",
     "Reranker",
     "Retrieval",
     "Searcher",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from assistant import sparse
 from assistant.embedder import Embedder
+from assistant.errors import QuestionTooLong
 from assistant.index import Hit, open_index
 from assistant.retrieval.rerank import Reranker
 from assistant.retrieval.routing import Retrieval, language_of, legs_for
@@ -67,19 +68,6 @@ class Passage:
 
 
 TIES = 10  # extra passages fetched to break ties by id (RRF gives many equal scores)
-
-
-class QuestionTooLong(ValueError):
-    """A question past max_question_chars, refused in one sentence in its language."""
-
-    def __init__(self, length: int, limit: int, japanese: bool) -> None:
-        message = (
-            f"質問が長すぎます（{length:,}文字）。{limit:,}文字以内にしてください。"
-            if japanese
-            else f"The question is too long ({length:,} characters); "
-            f"please keep it under {limit:,}."
-        )
-        super().__init__(message)
 
 
 class Searcher:

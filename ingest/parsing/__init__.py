@@ -14,7 +14,7 @@ its library inside the function, and one line in `registry.PARSERS`.
 
 from __future__ import annotations
 
-from ingest.parsing.base import ParseError, Section, decode_text
+from ingest.parsing.base import Section, decode_text
 from ingest.parsing.registry import PARSERS, parse, supported
 
-__all__ = ["PARSERS", "ParseError", "Section", "decode_text", "parse", "supported"]
+__all__ = ["PARSERS", "Section", "decode_text", "parse", "supported"]

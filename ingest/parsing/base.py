@@ -10,16 +10,14 @@ from dataclasses import dataclass
 
 from charset_normalizer import from_bytes
 
+from assistant.errors import ParseError
+
 
 @dataclass(frozen=True)
 class Section:
     text: str
     page: int | None = None
     section: str | None = None
-
-
-class ParseError(Exception):
-    """A file that cannot be read, with a one-line reason."""
 
 
 _HIRAGANA = re.compile(r"[\u3041-\u309f、。]")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import zipfile
 
-from ingest.parsing.base import ParseError
+from assistant.errors import ParseError
 
 MB = 1024 * 1024
 FLOOR_BYTES = 200 * MB

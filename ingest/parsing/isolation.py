@@ -23,7 +23,8 @@ import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from ingest.parsing.base import ParseError, Section
+from assistant.errors import ParseError
+from ingest.parsing.base import Section
 from ingest.parsing.registry import parse
 
 NOISY = ("pypdf", "pdfminer", "PIL", "charset_normalizer")

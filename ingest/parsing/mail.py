@@ -20,7 +20,8 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy
 from pathlib import Path, PurePosixPath
 
-from ingest.parsing.base import ParseError, Section, decode_text
+from assistant.errors import ParseError
+from ingest.parsing.base import Section, decode_text
 from ingest.parsing.markup import parse_html
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ import zipfile
 
 from lxml.etree import XMLSyntaxError
 
-from ingest.parsing.base import ParseError, Section
+from assistant.errors import ParseError
+from ingest.parsing.base import Section
 from ingest.parsing.containers import check_office_zip
 from ingest.parsing.tables import MAX_COLUMNS, table_lines, table_sections
 

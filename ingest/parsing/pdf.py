@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 
-from ingest.parsing.base import ParseError, Section
+from assistant.errors import ParseError
+from ingest.parsing.base import Section
 
 MIN_PAGE_CHARS = 10  # fewer non-space characters than this: a scan (maybe with a stamp)
 

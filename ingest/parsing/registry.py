@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.parsing.base import ParseError, Section
+from assistant.errors import ParseError
+from ingest.parsing.base import Section
 from ingest.parsing.mail import parse_eml
 from ingest.parsing.markup import parse_html, parse_markdown, parse_text
 from ingest.parsing.office import parse_pptx, parse_xlsx

@@ -13,7 +13,8 @@ import io
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 
-from ingest.parsing.base import ParseError, Section, decode_text
+from assistant.errors import ParseError
+from ingest.parsing.base import Section, decode_text
 
 log = logging.getLogger(__name__)
 

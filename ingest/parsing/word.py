@@ -7,7 +7,8 @@ import io
 import re
 import zipfile
 
-from ingest.parsing.base import Headings, ParseError, Section, sections_from
+from assistant.errors import ParseError
+from ingest.parsing.base import Headings, Section, sections_from
 from ingest.parsing.containers import check_office_zip
 
 

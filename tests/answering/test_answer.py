@@ -294,7 +294,7 @@ def test_ollama_replicas_take_turns_and_an_unreachable_one_is_skipped(sample_set
     ("question", "words"), [("why " * 25_000, "too long"), ("なぜ" * 50_000, "長すぎ")]
 )
 def test_a_huge_question_is_refused_in_one_sentence(sample_settings, embedder, question, words):
-    from assistant.retrieval import QuestionTooLong
+    from assistant.errors import QuestionTooLong
 
     with pytest.raises(QuestionTooLong) as refused:
         _answerer(sample_settings, embedder, sample_settings.ollama_host).ask(question, [])

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
+from assistant.errors import GoldError
 from assistant.evaluation import (
     JUDGE_SYSTEM,
-    GoldError,
     GoldItem,
     QuestionResult,
     Retriever,

@@ -19,6 +19,7 @@ from qdrant_client import QdrantClient, models
 
 from assistant import sparse
 from assistant.embedder import ModelStamp
+from assistant.errors import ModelMismatch, StoreError
 from assistant.index import open_index
 from assistant.index.base import (
     DENSE,
@@ -28,9 +29,7 @@ from assistant.index.base import (
     ChunkPoint,
     DeleteDocument,
     Index,
-    ModelMismatch,
     SetGroups,
-    StoreError,
     Upsert,
     stamp_problem,
 )

@@ -18,7 +18,8 @@ from PIL import Image
 from pptx import Presentation
 from pptx.util import Inches
 
-from ingest.parsing import ParseError, containers, parse, supported, tables
+from assistant.errors import ParseError
+from ingest.parsing import containers, parse, supported, tables
 
 # -- builders -------------------------------------------------------------------------
 

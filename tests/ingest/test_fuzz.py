@@ -52,9 +52,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from assistant.embedder import Embedder
+from assistant.errors import ParseError
 from assistant.settings import Settings
 from ingest.chunker import CHARS_PER_TOKEN_MAX, Chunk, Chunker
-from ingest.parsing import ParseError, Section, supported
+from ingest.parsing import Section, supported
 from ingest.parsing.isolation import ParserWorker
 from ingest.parsing.mail import MAX_HEADER_CHARS
 from ingest.pipeline import chunk_id

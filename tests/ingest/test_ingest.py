@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from assistant.index import SCHEMA_VERSION, ModelMismatch
+from assistant.errors import IngestError, ModelMismatch
+from assistant.index import SCHEMA_VERSION
 from assistant.index.edge import EdgeIndex as Store
 from assistant.retrieval import Searcher
 from ingest.acl import glob_regex
 from ingest.parsing import parse
-from ingest.pipeline import IngestError, Ingestor, Shard
+from ingest.pipeline import Ingestor, Shard
 from tests.conftest import SAMPLES, json_lines, run_cli
 
 

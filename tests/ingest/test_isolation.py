@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ingest.parsing import ParseError, Section
+from assistant.errors import ParseError
+from ingest.parsing import Section
 from ingest.parsing.isolation import ParserWorker
 from ingest.pipeline import Ingestor
 from tests.conftest import SAMPLES

@@ -10,7 +10,8 @@ import pytest
 from fpdf import FPDF
 from PIL import Image, ImageDraw, ImageFont
 
-from ingest.parsing import ParseError, ocr, parse
+from assistant.errors import ParseError
+from ingest.parsing import ocr, parse
 from tests.conftest import need_binary
 
 

@@ -10,8 +10,9 @@ import pytest
 from fpdf import FPDF
 from pypdf import PdfWriter
 
+from assistant.errors import ParseError
 from ingest.chunker import Chunker, split_sentences
-from ingest.parsing import ParseError, decode_text, parse
+from ingest.parsing import decode_text, parse
 from tests.conftest import SAMPLES
 
 

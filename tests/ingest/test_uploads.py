@@ -15,11 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from assistant.errors import UploadError, UploadProblem
 from assistant.settings import Settings
 from ingest import uploads
 from ingest.acl import ACL_FILE_NAME, Acl
 from ingest.parsing import PARSERS
-from ingest.upload_checks import MESSAGES, UploadError, UploadProblem, clean_groups, safe_name
+from ingest.upload_checks import MESSAGES, clean_groups, safe_name
 from tests.conftest import SAMPLES
 from ui.web.i18n import STRINGS
 

@@ -57,8 +57,8 @@ def eval_command(
 ) -> None:
     """Measure answer quality on a gold file: hit@1/5/10, MRR@10, nDCG@10 per retrieval
     mode; citation precision, faithfulness and latency of the answers."""
-    from assistant.evaluation import GoldError, check_mode, html_report, load_gold, run_eval, table
-    from assistant.index import StoreError
+    from assistant.errors import GoldError, StoreError
+    from assistant.evaluation import check_mode, html_report, load_gold, run_eval, table
     from assistant.retrieval import Searcher
     from assistant.settings import Settings
 

@@ -68,9 +68,7 @@ def _print_json(obj: Any) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from assistant.index import StoreError
-    from assistant.retrieval import QuestionTooLong
-    from ingest.pipeline import IngestError
+    from assistant.errors import IngestError, QuestionTooLong, StoreError
 
     return (StoreError, IngestError, FileNotFoundError, QuestionTooLong)
 
@@ -99,7 +97,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Bring the index in line with a folder: add, update and remove documents."""
-    from ingest.pipeline import IngestBusy, Ingestor, Shard
+    from assistant.errors import IngestBusy
+    from ingest.pipeline import Ingestor, Shard
 
     try:
         share = Shard.parse(shard) if shard else None
@@ -129,8 +128,9 @@ def ingest(
 def reindex(as_json: JsonOpt = False) -> None:
     """Rebuild the whole index from its source folders with the configured embedding
     model (after changing the model). The old index answers until the new one is ready."""
+    from assistant.errors import IngestBusy
     from assistant.index import open_index
-    from ingest.pipeline import IngestBusy, Ingestor, ingest_lock
+    from ingest.pipeline import Ingestor, ingest_lock
 
     settings = Settings()
     index = open_index(settings)

@@ -15,7 +15,8 @@ from typing import Any
 import streamlit as st
 
 from assistant.answering import Answerer
-from assistant.index import Index, StoreError
+from assistant.errors import StoreError
+from assistant.index import Index
 from assistant.index.stats import engine_version, groups_in_index, index_stats
 from assistant.settings import EVERYONE, Settings
 from assistant.status import collect

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from assistant.embedder import Embedder
-from assistant.index import StoreError
+from assistant.errors import IngestBusy, IngestError, StoreError
 from assistant.settings import Settings
 from ingest import uploads
-from ingest.pipeline import IngestBusy, IngestError, Ingestor
+from ingest.pipeline import Ingestor
 
 log = logging.getLogger("taimatsu.ui")
 KEEP_FINISHED = 20

@@ -15,8 +15,8 @@ from typing import Any
 import streamlit as st
 
 from assistant.answering import GENERATED, SOURCES_ONLY, Answer, Answerer, History, Turn
-from assistant.index import StoreBusy, StoreError
-from assistant.retrieval import QuestionTooLong, readable_file
+from assistant.errors import QuestionTooLong, StoreBusy, StoreError
+from assistant.retrieval import readable_file
 from ui.web.auth import User
 from ui.web.i18n import t
 

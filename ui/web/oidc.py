@@ -18,15 +18,12 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from assistant.errors import SettingsError
 from assistant.settings import Settings
 
 SECRETS_FILE = "ui-auth.toml"
 WELL_KNOWN = "/.well-known/openid-configuration"
 CALLBACK = "/oauth2callback"
-
-
-class OidcSettingsError(ValueError):
-    """A required OIDC setting is missing or unusable; the message says which."""
 
 
 def streamlit_args(settings: Settings) -> list[str]:
@@ -43,7 +40,7 @@ def streamlit_args(settings: Settings) -> list[str]:
         return []
     try:
         path = write_secrets(settings)
-    except OidcSettingsError as exc:
+    except SettingsError as exc:
         raise SystemExit(f"taimatsu: error: {exc}") from None
     return ["--secrets.files", str(path)]
 
@@ -58,7 +55,7 @@ def redirect_uri(settings: Settings) -> str:
     if settings.oidc_redirect_uri:
         uri = settings.oidc_redirect_uri.strip()
         if not uri.rstrip("/").endswith(CALLBACK):
-            raise OidcSettingsError(
+            raise SettingsError(
                 f"TAIMATSU_OIDC_REDIRECT_URI must end with {CALLBACK} (it is {uri!r}); "
                 "set it to the page's address + /oauth2callback"
             )
@@ -69,7 +66,7 @@ def redirect_uri(settings: Settings) -> str:
     except ValueError:
         unspecified = not address
     if unspecified:
-        raise OidcSettingsError(
+        raise SettingsError(
             f"the page listens on {address or 'every address'}, so the address users open "
             "is unknown; set TAIMATSU_OIDC_REDIRECT_URI to it + /oauth2callback"
         )
@@ -83,7 +80,7 @@ def _toml_string(value: str) -> str:
     for char, escape in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
         out = out.replace(char, escape)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in out):
-        raise OidcSettingsError("an OIDC setting contains a control character")
+        raise SettingsError("an OIDC setting contains a control character")
     return f'"{out}"'
 
 
@@ -95,7 +92,7 @@ def secrets_toml(settings: Settings) -> str:
         if not (getattr(settings, f"oidc_{name}") or "").strip()
     ]
     if missing:
-        raise OidcSettingsError(
+        raise SettingsError(
             f"OIDC sign-in needs {', '.join(missing)}; set "
             f"{'it' if len(missing) == 1 else 'them'} or choose another TAIMATSU_AUTH_MODE"
         )

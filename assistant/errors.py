@@ -1,0 +1,151 @@
+"""Every error Taimatsu shows a person, in one tree.
+
+Each carries one sentence that says what happened and what to do. Every entry point
+(the command line, the page, later the API) catches `TaimatsuError` once and shows that
+sentence; anything else is a bug and keeps its traceback. Errors of libraries (the
+engine, httpx, the parsers' libraries) are translated into these where they are called.
+
+    TaimatsuError
+    ├── SettingsError          a setting is missing or unusable (OIDC, sign-in mode)
+    ├── StoreError             the index cannot be used right now
+    │   ├── StoreBusy          another process holds the embedded index past the timeout
+    │   ├── ModelMismatch      the index was built by another model or schema: reindex
+    │   └── DiskFull           the disk under the data folder is full
+    ├── LLMUnavailable         the model server is unreachable, lacks the model, or broke
+    │                          off (answers fall back to sources; `reason` says which)
+    ├── QuestionTooLong        a question over TAIMATSU_MAX_QUESTION_CHARS
+    ├── GoldError              an evaluation gold file that cannot be used
+    ├── IngestError            an ingestion run cannot proceed
+    │   └── IngestBusy         another run holds this index (exit code 4)
+    ├── AclError               an ACL file that cannot be used (nothing is ingested)
+    ├── ParseError             one file cannot be read (reported; the run goes on)
+    └── UploadProblem          an uploaded file is refused (`code` for the page's text)
+        └── UploadError        the whole upload is refused; nothing is written
+
+This module imports nothing of Taimatsu's, so any module may import it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "UPLOAD_MESSAGES",
+    "AclError",
+    "DiskFull",
+    "GoldError",
+    "IngestBusy",
+    "IngestError",
+    "LLMUnavailable",
+    "ModelMismatch",
+    "ParseError",
+    "QuestionTooLong",
+    "SettingsError",
+    "StoreBusy",
+    "StoreError",
+    "TaimatsuError",
+    "UploadError",
+    "UploadProblem",
+]
+
+
+class TaimatsuError(Exception):
+    """The root: a problem a person can act on, said in one sentence."""
+
+
+class SettingsError(TaimatsuError, ValueError):
+    """A required setting is missing or unusable; the message says which."""
+
+
+class StoreError(TaimatsuError, RuntimeError):
+    """An index problem with a one-sentence message a user can act on."""
+
+
+class StoreBusy(StoreError):
+    """The embedded index stayed held by another process past TAIMATSU_LOCK_TIMEOUT."""
+
+
+class ModelMismatch(StoreError):
+    """The index holds vectors of another embedding model or schema version."""
+
+
+class DiskFull(StoreError):
+    """The disk holding the data folder has no room for a write."""
+
+
+class LLMUnavailable(TaimatsuError):
+    """No model wrote the answer; `reason` is "unreachable", "missing" or "broken"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class QuestionTooLong(TaimatsuError, ValueError):
+    """A question past max_question_chars, refused in one sentence in its language."""
+
+    def __init__(self, length: int, limit: int, japanese: bool) -> None:
+        message = (
+            f"質問が長すぎます（{length:,}文字）。{limit:,}文字以内にしてください。"
+            if japanese
+            else f"The question is too long ({length:,} characters); "
+            f"please keep it under {limit:,}."
+        )
+        super().__init__(message)
+
+
+class GoldError(TaimatsuError, ValueError):
+    """A gold file that cannot be used, with a message that says where and why."""
+
+
+class IngestError(TaimatsuError, RuntimeError):
+    """The run as a whole cannot proceed (bad folder, ACL file, index problem)."""
+
+
+class IngestBusy(IngestError):
+    """Another ingestion run holds this index."""
+
+
+class AclError(TaimatsuError, ValueError):
+    """An ACL file that cannot be used; nothing is ingested with unknown permissions."""
+
+
+class ParseError(TaimatsuError):
+    """A file that cannot be read, with a one-line reason."""
+
+
+UPLOAD_MESSAGES = {  # English, for logs and tests; the page shows ui.web.i18n's "upload_<code>"
+    "empty_name": "the file has no name",
+    "absolute": "an absolute path is not a file name",
+    "traversal": "a name with '..' could point outside the upload folder",
+    "control": "the name contains control or invisible characters",
+    "reserved_char": 'the name contains a character file systems forbid (< > : " | ? *)',
+    "device": "{stem} is a reserved device name on Windows",
+    "hidden": "names starting with a dot are hidden files and are never indexed",
+    "trailing_dot": "the name ends with a dot",
+    "too_long": "the name is longer than {limit} bytes",
+    "type": "{suffix} files are not accepted; upload one of {accepted}",
+    "too_big": "{size} MB is over the {limit} MB limit",
+    "empty": "the file is empty",
+    "mismatch": "the content is not a {type} file although the name ends in {suffix}",
+    "not_text": "the content is not text although the name ends in {suffix}",
+    "too_many": "{count} files at once is more than the limit of {limit}; nothing was saved",
+    "no_groups": "choose at least one group that may read the documents",
+    "bad_group": "{group} is not a usable group name",
+    "off": "uploads are off (TAIMATSU_UPLOAD_DIR is empty)",
+    "acl_override": "TAIMATSU_ACL_FILE is set and would override the groups chosen here",
+    "folder": "the upload folder {folder} cannot be used ({reason})",
+    "acl_unreadable": "the upload folder's ACL file cannot be used ({reason})",
+    "busy": "another upload is being saved; try again in a moment",
+}
+
+
+class UploadProblem(TaimatsuError, ValueError):
+    """A refusal with a code (for the page's translation) and the message's values."""
+
+    def __init__(self, code: str, **params: object) -> None:
+        self.code = code
+        self.params = {k: str(v) for k, v in params.items()}
+        super().__init__(UPLOAD_MESSAGES[code].format(**self.params))
+
+
+class UploadError(UploadProblem):
+    """The upload as a whole is refused; nothing is written."""
