@@ -26,6 +26,7 @@ sysdeps:
 
 test: venv sysdeps
 	$(BIN)/ruff check assistant ingest ui bundle tests bench scripts
+	$(BIN)/ruff format --check assistant ingest ui bundle tests bench scripts
 	$(BIN)/python -m pytest
 
 clean:

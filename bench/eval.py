@@ -197,8 +197,15 @@ def gate_table(gates: dict[str, tuple[list, list]]) -> tuple[str, list[dict]]:
             cells = []
             for cov in COVERAGES:
                 a, b = answered(own, sim, cov), answered(other, sim, cov)
-                rows.append({"set": name, "min_similarity": sim, "min_coverage": cov,
-                             "answered_own": a, "answered_unrelated": b})  # fmt: skip
+                rows.append(
+                    {
+                        "set": name,
+                        "min_similarity": sim,
+                        "min_coverage": cov,
+                        "answered_own": a,
+                        "answered_unrelated": b,
+                    }
+                )
                 cells.append(f"{a:.2f}/{b:.2f}".ljust(14))
             lines.append(f"{name:<5} {sim:<7} " + " ".join(cells))
     return "\n".join(lines), rows
@@ -260,8 +267,13 @@ def main() -> None:
             rows.append(saved.put(name, row.as_json()))
         elif "hybrid" in args.modes:
             first = args.chunk_sizes[0]
-            extra_rows.append({"name": f"ours hybrid + reranker, chunk {first}",
-                               "questions": len(items), "note": NOT_MEASURED})  # fmt: skip
+            extra_rows.append(
+                {
+                    "name": f"ours hybrid + reranker, chunk {first}",
+                    "questions": len(items),
+                    "note": NOT_MEASURED,
+                }
+            )
         if not args.no_llama_index:
             setting = "plain llama-index VectorStoreIndex (defaults)"
             done = saved.get(name, setting)

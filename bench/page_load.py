@@ -41,9 +41,15 @@ QUESTIONS = [
     "社員食堂の昼食は1食いくらですか",
     "What is the minimum password length for new joiners?",
 ]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
@@ -95,9 +101,14 @@ async def ingest_loop(docs: Path, env: dict, stop: asyncio.Event, out: dict) -> 
     while not stop.is_set():
         target.write_text(original + f"\nRevision {runs}.\n", encoding="utf-8")
         proc = await asyncio.create_subprocess_exec(
-            exe, "ingest", "--quiet", str(docs), env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            exe,
+            "ingest",
+            "--quiet",
+            str(docs),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         _, err = await proc.communicate()
         if proc.returncode != 0:
             out["errors"].append(f"ingest run {runs}: exit {proc.returncode}: {err[:200]!r}")
@@ -121,15 +132,21 @@ async def main_async(args: argparse.Namespace) -> None:
         docs = Path(tmp) / "docs"
         shutil.copytree(ROOT / "samples", docs)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
-        env.update(TAIMATSU_DATA_DIR=str(Path(tmp) / "data"), TAIMATSU_OLLAMA_HOST=ollama.url,
-                   TAIMATSU_LOCK_TIMEOUT="60", TAIMATSU_INGEST_WAIT="120")  # fmt: skip
+        env.update(
+            TAIMATSU_DATA_DIR=str(Path(tmp) / "data"),
+            TAIMATSU_OLLAMA_HOST=ollama.url,
+            TAIMATSU_LOCK_TIMEOUT="60",
+            TAIMATSU_INGEST_WAIT="120",
+        )
         exe = str(Path(sys.executable).with_name("taimatsu"))
         subprocess.run([exe, "ingest", "--quiet", str(docs)], env=env, check=True)
         port = 8600 + os.getpid() % 300
         page_proc = subprocess.Popen(
-            [exe, "ui", "--port", str(port)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [exe, "ui", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
         out: dict = {"errors": [], "latency": [], "memory": []}
         try:
@@ -153,14 +170,19 @@ async def main_async(args: argparse.Namespace) -> None:
                 memory_start = rss_mb(page_proc.pid)
                 until = time.monotonic() + args.soak if args.soak else 0.0
                 stop = asyncio.Event()
-                ingest = (asyncio.create_task(ingest_loop(docs, env, stop, out))
-                          if args.ingest else None)  # fmt: skip
+                ingest = (
+                    asyncio.create_task(ingest_loop(docs, env, stop, out)) if args.ingest else None
+                )
                 sampler = asyncio.create_task(
                     sample_memory(page_proc.pid, stop, out, max(10.0, args.soak / 10))
                 )
                 started = time.monotonic()
-                await asyncio.gather(*(session(browser, url, n, args.rounds, until, out)
-                                       for n in range(args.sessions)))  # fmt: skip
+                await asyncio.gather(
+                    *(
+                        session(browser, url, n, args.rounds, until, out)
+                        for n in range(args.sessions)
+                    )
+                )
                 elapsed = time.monotonic() - started
                 stop.set()
                 await sampler
@@ -192,8 +214,10 @@ def report(args, out: dict, elapsed: float, memory_start: float, memory_end: flo
             f"answer latency s: p50 {statistics.median(latency):.2f}  p90 {pct(0.9):.2f}  "
             f"p95 {pct(0.95):.2f}  p99 {pct(0.99):.2f}  max {latency[-1]:.2f}"
         )
-    print(f"page memory MB: start {memory_start:.0f}  end {memory_end:.0f}  "
-          f"growth {memory_end - memory_start:+.0f}")  # fmt: skip
+    print(
+        f"page memory MB: start {memory_start:.0f}  end {memory_end:.0f}  "
+        f"growth {memory_end - memory_start:+.0f}"
+    )
     if out["memory"]:
         series = "  ".join(f"{t / 60:.1f} min {mb:.0f}" for t, mb in out["memory"])
         print(f"page memory MB over time: {series}")

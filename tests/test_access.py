@@ -216,16 +216,21 @@ def worlds(tmp_path_factory, embedder, query_memo) -> dict[str, World]:
     base = tmp_path_factory.mktemp("two-worlds")
     root = base / "docs"
     root.mkdir()
-    rules = [f"[[rule]]\npattern = {name!r}\ngroups = {groups!r}\n".replace("'", '"')
-             for name, (_, groups) in {**PUBLIC, **HIDDEN}.items()]  # fmt: skip
+    rules = [
+        f"[[rule]]\npattern = {name!r}\ngroups = {groups!r}\n".replace("'", '"')
+        for name, (_, groups) in {**PUBLIC, **HIDDEN}.items()
+    ]
     (root / ".taimatsu-acl.toml").write_text("\n".join(rules), encoding="utf-8")
     _write(root, PUBLIC)
     made = {}
     for name in ("plain", "hidden"):
         conf = Settings(
-            data_dir=base / name, ollama_host=UNREACHABLE, lock_timeout=10,
-            retrieval=RETRIEVAL, parse_timeout=0,
-        )  # fmt: skip
+            data_dir=base / name,
+            ollama_host=UNREACHABLE,
+            lock_timeout=10,
+            retrieval=RETRIEVAL,
+            parse_timeout=0,
+        )
         summary = Ingestor(conf, embedder).run(root)
         assert summary.added == len(PUBLIC) and not summary.failed
         made[name] = World(name, conf, Searcher(conf, query_memo), str(root.resolve()))
@@ -263,8 +268,17 @@ def counting_work() -> Iterator[Counter[str]]:
     """Count the index operations and the engine calls (query, scroll, count...) made
     inside the block, whichever Searcher (or page) makes them."""
     calls: Counter[str] = Counter()
-    watched = ("exists", "read_stamp", "ensure", "hybrid", "document_groups", "manifest",
-               "roots", "counts", "points_of")  # fmt: skip
+    watched = (
+        "exists",
+        "read_stamp",
+        "ensure",
+        "hybrid",
+        "document_groups",
+        "manifest",
+        "roots",
+        "counts",
+        "points_of",
+    )
     originals = {name: EdgeIndex.__dict__[name] for name in (*watched, "shard")}
 
     def counted(name: str, method: Any) -> Any:
@@ -312,9 +326,13 @@ def answerer_for(world: World, server: FakeOllama | None) -> Answerer:
 
 
 def observe(
-    world: World, server: FakeOllama | None, user: set[str], question: str,
-    history: list[Turn], probe: str,
-) -> dict[str, Any]:  # fmt: skip
+    world: World,
+    server: FakeOllama | None,
+    user: set[str],
+    question: str,
+    history: list[Turn],
+    probe: str,
+) -> dict[str, Any]:
     """Everything `user` can observe of one search, one answer and one download link in
     `world`, and the work each took."""
     groups = sorted(user)
@@ -330,8 +348,9 @@ def observe(
     if answer[0] == "ok":
         answer = ("ok", answer[1].as_json(), answer[1].passages)
     seen["answer"] = answer
-    seen["model_requests"] = [(r["method"], r["path"], r["json"])
-                              for r in (server.requests[before:] if server else [])]  # fmt: skip
+    seen["model_requests"] = [
+        (r["method"], r["path"], r["json"]) for r in (server.requests[before:] if server else [])
+    ]
     with counting_work() as work:
         seen["download"] = readable_file(world.searcher, world.root, probe, groups)
     seen["download_work"] = dict(work)
@@ -344,28 +363,46 @@ differential_questions = st.one_of(
     st.sampled_from([f"PUB-{i:03d}" for i in range(PUBLIC_DOCS)] + SECRET_CODES),
     st.sampled_from(
         ["Project Nightjar", "What is the real salary bands policy? SEC-900", "x" * 4001, "   "]
-    ),  # fmt: skip
+    ),
     st.text(min_size=1, max_size=30),
 )
 probes = st.sampled_from(
-    [*PUBLIC, *HIDDEN, "vault/none.md", "nope.md", "../docs/p00.md", "vault/../vault/s0.md",
-     "/etc/passwd"]
-)  # fmt: skip
+    [
+        *PUBLIC,
+        *HIDDEN,
+        "vault/none.md",
+        "nope.md",
+        "../docs/p00.md",
+        "vault/../vault/s0.md",
+        "/etc/passwd",
+    ]
+)
 DIFFERENTIAL = settings(
-    max_examples=20, derandomize=True, deadline=None, database=None,
+    max_examples=20,
+    derandomize=True,
+    deadline=None,
+    database=None,
     phases=(Phase.explicit, Phase.generate),  # no shrinking: the first failure is clear
     suppress_health_check=[HealthCheck.function_scoped_fixture],
-)  # fmt: skip
+)
 
 
 @DIFFERENTIAL
 @example(user=set(), question=TOPICS[0][0], model="echo", follow_up=False, probe="vault/s0.md")
-@example(user={"hr"}, question="Project Nightjar SEC-900", model="echo", follow_up=True,
-         probe="vault/none.md")  # fmt: skip
+@example(
+    user={"hr"},
+    question="Project Nightjar SEC-900",
+    model="echo",
+    follow_up=True,
+    probe="vault/none.md",
+)
 @given(
-    user=outsiders, question=differential_questions, model=st.sampled_from(MODEL_STATES),
-    follow_up=st.booleans(), probe=probes,
-)  # fmt: skip
+    user=outsiders,
+    question=differential_questions,
+    model=st.sampled_from(MODEL_STATES),
+    follow_up=st.booleans(),
+    probe=probes,
+)
 def test_an_outsider_cannot_tell_the_two_worlds_apart(
     worlds, models, user, question, model, follow_up, probe
 ):
@@ -407,8 +444,14 @@ def test_a_secret_document_looks_like_no_document_to_an_outsider(worlds):
     file another way or leave the folder: None each time, after the same work, in both
     worlds; a member gets the secret file in world "hidden" only."""
     outsider = sorted(GROUPS)
-    probes = ["vault/s1.md", "vault/s9.md", "../docs/vault/s1.md", "vault/./s1.md",
-              "/etc/passwd", "../../../../etc/passwd"]  # fmt: skip
+    probes = [
+        "vault/s1.md",
+        "vault/s9.md",
+        "../docs/vault/s1.md",
+        "vault/./s1.md",
+        "/etc/passwd",
+        "../../../../etc/passwd",
+    ]
     results, work = set(), set()
     for world in worlds.values():
         for probe in probes:
@@ -431,12 +474,10 @@ def test_a_member_of_the_secret_group_does_see_the_difference(worlds, models):
         plain, hidden = (w.searcher.search(english, member, 10) for w in worlds.values())
         assert hidden[0].source == f"vault/s{i}.md"  # written to rank first: it does
         assert all(p.source in PUBLIC for p in plain)
-        plain, hidden = (w.searcher.search(SECRET_CODES[i], member, 10)
-                         for w in worlds.values())  # fmt: skip
+        plain, hidden = (w.searcher.search(SECRET_CODES[i], member, 10) for w in worlds.values())
         assert hidden != plain and any(p.source.startswith("vault/") for p in hidden)
     echo = models["echo"]
-    answers = {n: answerer_for(w, echo).ask(TOPICS[3][0], member)
-               for n, w in worlds.items()}  # fmt: skip
+    answers = {n: answerer_for(w, echo).ask(TOPICS[3][0], member) for n, w in worlds.items()}
     assert "vault/s3.md" in {p.source for _, p in answers["hidden"].citations}
     assert "vault/s3.md" not in {p.source for p in answers["plain"].passages}
 
@@ -448,8 +489,9 @@ def test_keyword_scores_do_not_count_hidden_documents(worlds):
     user = sorted(GROUPS)
     for retrieval in ("keyword", "by-language", "hybrid"):
         for question in [japanese for _, japanese in TOPICS] + ["PUB-003 PUB-011"]:
-            plain, hidden = (w.searcher.search(question, user, 10, retrieval)
-                             for w in worlds.values())  # fmt: skip
+            plain, hidden = (
+                w.searcher.search(question, user, 10, retrieval) for w in worlds.values()
+            )
             assert hidden == plain, (retrieval, question)
 
 
@@ -462,16 +504,21 @@ def test_the_cli_prints_the_same_for_an_outsider(worlds, models, query_memo, mon
 
     def cli(world: World, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TAIMATSU_")}
-        env.update(TAIMATSU_DATA_DIR=str(world.settings.data_dir), TAIMATSU_RETRIEVAL=RETRIEVAL,
-                   TAIMATSU_OLLAMA_HOST=models["echo"].url)  # fmt: skip
+        env.update(
+            TAIMATSU_DATA_DIR=str(world.settings.data_dir),
+            TAIMATSU_RETRIEVAL=RETRIEVAL,
+            TAIMATSU_OLLAMA_HOST=models["echo"].url,
+        )
         result = CliRunner().invoke(cli_app, list(args), input=stdin, env=env)
         return result.exit_code, result.stdout, result.stderr
 
     for groups in ["everyone", "hr,legal", ",".join(GROUPS)]:
         # the last question is too long: the command stops there with one error line
         stdin = "\n".join([*questions, "y" * 4001]) + "\n"
-        out = {n: cli(w, "search", "-", "--json", "-k", "10", "--groups", groups, stdin=stdin)
-               for n, w in worlds.items()}  # fmt: skip
+        out = {
+            n: cli(w, "search", "-", "--json", "-k", "10", "--groups", groups, stdin=stdin)
+            for n, w in worlds.items()
+        }
         assert out["hidden"] == out["plain"]
         code, stdout, stderr = out["hidden"]
         assert code == 1 and "too long" in stderr and "vault/" not in stdout
@@ -482,12 +529,15 @@ def test_the_cli_prints_the_same_for_an_outsider(worlds, models, query_memo, mon
             for q in questions
         ]
         for question in (TOPICS[2][0], "SEC-902"):
-            asked = {n: cli(w, "ask", question, "--json", "--groups", groups)
-                     for n, w in worlds.items()}  # fmt: skip
+            asked = {
+                n: cli(w, "ask", question, "--json", "--groups", groups) for n, w in worlds.items()
+            }
             assert asked["hidden"] == asked["plain"] and asked["hidden"][0] == 0
 
-    member = {n: cli(w, "search", TOPICS[2][0], "--json", "--groups", f"{SECRET},hr")
-              for n, w in worlds.items()}  # fmt: skip
+    member = {
+        n: cli(w, "search", TOPICS[2][0], "--json", "--groups", f"{SECRET},hr")
+        for n, w in worlds.items()
+    }
     assert member["hidden"] != member["plain"]
     assert json_lines(member["hidden"][1])[0]["hits"][0]["source"] == "vault/s2.md"
 
@@ -549,7 +599,7 @@ def page_session(
         "turns": [history.turns("local", c.id) for c in history.conversations("local")],
         "feedback": [
             {k: v for k, v in f.items() if k not in ("id", "created")} for f in history.feedback()
-        ],  # fmt: skip
+        ],
         "model_requests": [(r["path"], r["json"]) for r in server.requests[before:]],
         "work": dict(work),
     }
@@ -569,8 +619,7 @@ def test_the_page_shows_an_outsider_the_same_in_both_worlds(worlds, models, monk
     assert STRINGS["download"]["en"] in shown  # the page did show passages and links
     assert seen["hidden"]["feedback"][0]["rating"] == -1
 
-    member = {n: page_session(monkeypatch, w, echo, [SECRET, *outsider])
-              for n, w in worlds.items()}  # fmt: skip
+    member = {n: page_session(monkeypatch, w, echo, [SECRET, *outsider]) for n, w in worlds.items()}
     assert member["hidden"]["page"] != member["plain"]["page"]
     assert "vault/s1.md" in shown_text(member["hidden"]["page"])
     assert "vault/" not in shown_text(member["plain"])
@@ -599,9 +648,14 @@ def test_feedback_and_conversations_stay_with_their_user(worlds, models, tmp_pat
     for name, world in worlds.items():
         answer = answerer_for(world, echo).ask(TOPICS[1][0], bob)
         stores[name].add_feedback("bob", 1, "ok", record(answer))
-    kept = {name: [{k: v for k, v in f.items() if k not in ("id", "created")}
-                   for f in s.feedback() if f["user_id"] == "bob"]
-            for name, s in stores.items()}  # fmt: skip
+    kept = {
+        name: [
+            {k: v for k, v in f.items() if k not in ("id", "created")}
+            for f in s.feedback()
+            if f["user_id"] == "bob"
+        ]
+        for name, s in stores.items()
+    }
     assert kept["hidden"] == kept["plain"] and kept["hidden"][0]["sources"]
     assert {c["source"] for c in kept["hidden"][0]["sources"]} <= readable_by(set(bob))
 

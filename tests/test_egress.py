@@ -207,9 +207,18 @@ def parse_strace(text: str, step: str) -> list[Attempt]:
 def strace_command(strace: str, out: Path) -> list[str]:
     # --seccomp-bpf: the tracees stop only on the traced calls, so torch runs at speed
     return [
-        strace, "-f", "-qq", "--seccomp-bpf", "-yy", "-e", f"trace={TRACED}",
-        "-e", "signal=none", "-o", str(out),
-    ]  # fmt: skip
+        strace,
+        "-f",
+        "-qq",
+        "--seccomp-bpf",
+        "-yy",
+        "-e",
+        f"trace={TRACED}",
+        "-e",
+        "signal=none",
+        "-o",
+        str(out),
+    ]
 
 
 def product_env(data_dir: Path, ollama_url: str) -> dict[str, str]:
@@ -232,9 +241,15 @@ def run_traced(
     exe = str(Path(sys.executable).with_name("taimatsu"))
     command = [*strace_command(strace, trace), exe, *args]
     with subprocess.Popen(
-        command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    ) as proc:  # fmt: skip
+        command,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
         try:
             out, err = proc.communicate(timeout=180)
         except subprocess.TimeoutExpired:
@@ -263,9 +278,13 @@ def traced_page_server(
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [*strace_command(strace, trace), exe, "ui", "--port", str(port)],
-            env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             yield proc
         finally:
@@ -324,12 +343,16 @@ def summarize(
             groups[(a.where(), a.protocol, a.process, verdict)][a.result] += 1
         rows = [
             {
-                "destination": where, "role": roles.get(where, ""), "protocol": protocol,
-                "process": process, "verdict": verdict, "calls": sum(results.values()),
+                "destination": where,
+                "role": roles.get(where, ""),
+                "protocol": protocol,
+                "process": process,
+                "verdict": verdict,
+                "calls": sum(results.values()),
                 "results": dict(results),
             }
             for (where, protocol, process, verdict), results in sorted(groups.items())
-        ]  # fmt: skip
+        ]
         report["steps"].append(
             {"step": step, "command": command, "connect_calls": len(mine), "destinations": rows}
         )
@@ -343,10 +366,16 @@ def summarize(
             )
     bad = [a for a in attempts if a.offending]
     report["offending"] = [
-        {"step": a.step, "process": a.process, "tid": a.tid, "destination": a.where(),
-         "port": a.port, "raw": a.raw}
+        {
+            "step": a.step,
+            "process": a.process,
+            "tid": a.tid,
+            "destination": a.where(),
+            "port": a.port,
+            "raw": a.raw,
+        }
         for a in bad
-    ]  # fmt: skip
+    ]
     text.append(f"\noffending attempts: {len(bad)}")
     text.extend(f"  {a.step}: {a.process} (tid {a.tid}) -> {a.where()}  {a.raw}" for a in bad)
     return report, "\n".join(text) + "\n"
@@ -494,8 +523,12 @@ def test_a_page_opened_from_another_origin_probes_nothing(tmp_path, artifacts):
         _wait_healthy(proc, f"http://127.0.0.1:{port}", artifacts / "ui.log")
         origin = f"http://intranet.example.com:{port}"
         try:
-            with connect(f"ws://127.0.0.1:{port}/_stcore/stream", origin=origin,
-                         open_timeout=30, subprotocols=["streamlit"]) as ws:  # fmt: skip
+            with connect(
+                f"ws://127.0.0.1:{port}/_stcore/stream",
+                origin=origin,
+                open_timeout=30,
+                subprotocols=["streamlit"],
+            ) as ws:
                 ws.close()
         except Exception as exc:  # noqa: BLE001 - a refused origin is fine; a probe is not
             refused = exc

@@ -153,8 +153,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run([mkfs, "-q", "-F", "-m", "0", str(image)], check=True, timeout=60)
         mounted = subprocess.run(
             ["mount", "-o", "loop", str(image), str(mount_point)],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         problem = mounted.stderr.strip() if mounted.returncode else None
     if problem:
         reason = f"no loop-mounted file system here ({problem}): run as root with loop devices"
@@ -204,9 +207,11 @@ def test_disk_filling_up_during_ingestion(small_disk, embedder, tmp_path):
     docs = tmp_path / "docs"
     write_notes(docs, range(12))
     settings = Settings(
-        data_dir=small_disk / "data", chunk_size=CHUNK_SIZE, ollama_host=closed_port_url(),
+        data_dir=small_disk / "data",
+        chunk_size=CHUNK_SIZE,
+        ollama_host=closed_port_url(),
         lock_timeout=10,
-    )  # fmt: skip
+    )
     first = Ingestor(settings, embedder).run(docs)
     assert (first.added, first.failed) == (12, [])
     before = edge_versions(settings.data_dir)

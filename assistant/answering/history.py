@@ -117,10 +117,18 @@ class History:
         with self._db() as db:
             db.execute(
                 "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (feedback_id, user_id, time.time(), rating, comment.strip()[:2000],
-                 answer.get("question", ""), answer.get("answer", ""),
-                 answer.get("mode", ""), sources),
-            )  # fmt: skip
+                (
+                    feedback_id,
+                    user_id,
+                    time.time(),
+                    rating,
+                    comment.strip()[:2000],
+                    answer.get("question", ""),
+                    answer.get("answer", ""),
+                    answer.get("mode", ""),
+                    sources,
+                ),
+            )
         return feedback_id
 
     def feedback(self, limit: int = 200) -> list[dict[str, Any]]:

@@ -13,14 +13,20 @@ from collections.abc import Sequence
 from typing import Any
 
 METRICS = [
-    ("hit1", "hit@1"), ("hit5", "hit@5"), ("hit10", "hit@10"), ("mrr10", "MRR@10"),
+    ("hit1", "hit@1"),
+    ("hit5", "hit@5"),
+    ("hit10", "hit@10"),
+    ("mrr10", "MRR@10"),
     ("ndcg10", "nDCG@10"),
-]  # fmt: skip
+]
 EXTRAS = [
-    ("ms_per_query", "ms/query"), ("chunks", "chunks"), ("ingest_seconds", "ingest s"),
-    ("citation_precision", "cit. precision"), ("faithfulness", "faithfulness"),
+    ("ms_per_query", "ms/query"),
+    ("chunks", "chunks"),
+    ("ingest_seconds", "ingest s"),
+    ("citation_precision", "cit. precision"),
+    ("faithfulness", "faithfulness"),
     ("answer_seconds_mean", "answer s"),
-]  # fmt: skip
+]
 COLOURS = ["#9ecae1", "#4292c6", "#08519c", "#fd8d3c", "#31a354"]
 
 Row = dict[str, Any]

@@ -94,9 +94,13 @@ class Retriever:
             terms = vectors.get(SPARSE)
             hits.append(
                 make_hit(
-                    str(point.id), float(point.score), dict(point.payload or {}), dense,
-                    list(keyword.indices), vectors.get(DENSE),
+                    str(point.id),
+                    float(point.score),
+                    dict(point.payload or {}),
+                    dense,
+                    list(keyword.indices),
+                    vectors.get(DENSE),
                     list(terms.indices) if terms else None,
                 )
-            )  # fmt: skip
+            )
         return [Passage.from_hit(r, h) for r, h in enumerate(current_versions(hits), start=1)]

@@ -80,10 +80,13 @@ def load_gold(path: Path) -> list[GoldItem]:
             raise GoldError(f"{path}:{number} needs a question and its gold source(s)")
         items.append(
             GoldItem(
-                str(row.get("id") or number), question.strip(), tuple(map(str, sources)),
-                row.get("answer"), row.get("lang"),
+                str(row.get("id") or number),
+                question.strip(),
+                tuple(map(str, sources)),
+                row.get("answer"),
+                row.get("lang"),
             )
-        )  # fmt: skip
+        )
     if not items:
         raise GoldError(f"{path} holds no questions")
     return items
@@ -192,12 +195,16 @@ def score_retrieval(name: str, items: Sequence[GoldItem], ranker: Ranker) -> Set
         ranked = [_source(p) for p in found]
         results.append(
             QuestionResult(
-                item.id, item.question, list(item.sources), ranked,
-                first_relevant(ranked, set(item.sources)), round(seconds, 4),
+                item.id,
+                item.question,
+                list(item.sources),
+                ranked,
+                first_relevant(ranked, set(item.sources)),
+                round(seconds, 4),
                 max((getattr(p, "similarity", 0.0) for p in found), default=0.0),
                 max((getattr(p, "coverage", 0.0) for p in found), default=0.0),
             )
-        )  # fmt: skip
+        )
     return summarize(name, items, results)
 
 
@@ -209,12 +216,16 @@ def summarize(name: str, items: Sequence[GoldItem], results: list[QuestionResult
         return round(statistics.fmean(metric(r, g) for r, g in zip(ranked, golds, strict=True)), 4)
 
     return SettingScores(
-        name, len(items),
-        avg(lambda r, g: hit_at(r, g, 1)), avg(lambda r, g: hit_at(r, g, 5)),
-        avg(lambda r, g: hit_at(r, g, 10)), avg(reciprocal_rank), avg(ndcg_at),
+        name,
+        len(items),
+        avg(lambda r, g: hit_at(r, g, 1)),
+        avg(lambda r, g: hit_at(r, g, 5)),
+        avg(lambda r, g: hit_at(r, g, 10)),
+        avg(reciprocal_rank),
+        avg(ndcg_at),
         round(1000 * statistics.fmean(r.seconds for r in results), 1),
         results=results,
-    )  # fmt: skip
+    )
 
 
 # -- answers and faithfulness ------------------------------------------------------------
@@ -285,9 +296,12 @@ def model_available(settings: Settings) -> bool:
 
 
 def score_answers(
-    scores: SettingScores, items: Sequence[GoldItem], answerer: Any, groups: list[str],
+    scores: SettingScores,
+    items: Sequence[GoldItem],
+    answerer: Any,
+    groups: list[str],
     judge: Judge | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Ask each question through the product's Answerer; add citation precision, answer
     modes, latency and (with a judge) faithfulness to `scores`."""
     for item, result in zip(items, scores.results, strict=True):
@@ -310,9 +324,13 @@ def score_answers(
 
 
 def run_eval(
-    settings: Settings, items: Sequence[GoldItem], modes: Sequence[str] = MODES,
-    groups: list[str] | None = None, answers: bool | None = None, searcher: Searcher | None = None,
-) -> list[SettingScores]:  # fmt: skip
+    settings: Settings,
+    items: Sequence[GoldItem],
+    modes: Sequence[str] = MODES,
+    groups: list[str] | None = None,
+    answers: bool | None = None,
+    searcher: Searcher | None = None,
+) -> list[SettingScores]:
     """Score each retrieval mode on the configured index; with answers (default: when a
     model is available), also the answers of the configured mode (`settings.retrieval`),
     when it is among `modes`."""

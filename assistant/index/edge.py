@@ -386,10 +386,13 @@ class EdgeIndex(Index):
         while True:
             records, offset = shard.scroll(
                 ScrollRequest(
-                    offset=offset, limit=1024, filter=flt, with_payload=fields,
+                    offset=offset,
+                    limit=1024,
+                    filter=flt,
+                    with_payload=fields,
                     with_vector=vectors,
                 )
-            )  # fmt: skip
+            )
             yield from records
             if offset is None:
                 return
@@ -466,8 +469,13 @@ class EdgeIndex(Index):
             keyword = vectors.get(SPARSE)
             hits.append(
                 make_hit(
-                    str(point.id), float(point.score), dict(point.payload or {}), dense,
-                    list(sparse[0]), vectors.get(DENSE), list(keyword.indices) if keyword else None,
+                    str(point.id),
+                    float(point.score),
+                    dict(point.payload or {}),
+                    dense,
+                    list(sparse[0]),
+                    vectors.get(DENSE),
+                    list(keyword.indices) if keyword else None,
                 )
-            )  # fmt: skip
+            )
         return hits

@@ -60,9 +60,17 @@ RESTART_WAITS = (0.1, 0.2, 0.4, 0.8, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5)
 # calls that leave the same result when a server applied them twice: reads, and writes
 # of points by id, removals and payload changes by filter
 _REPEATABLE = frozenset(
-    {"get_collection", "get_collections", "get_aliases", "scroll", "count", "facet",
-     "query_points", "batch_update_points"}
-)  # fmt: skip
+    {
+        "get_collection",
+        "get_collections",
+        "get_aliases",
+        "scroll",
+        "count",
+        "facet",
+        "query_points",
+        "batch_update_points",
+    }
+)
 _sleep = time.sleep  # tests replace it (and count the pauses)
 
 
@@ -419,9 +427,13 @@ class ServerIndex(Index):
         while True:
             with self._server():
                 records, offset = self.client.scroll(
-                    collection_name=self.name, scroll_filter=flt, limit=1024, offset=offset,
-                    with_payload=fields, with_vectors=vectors,
-                )  # fmt: skip
+                    collection_name=self.name,
+                    scroll_filter=flt,
+                    limit=1024,
+                    offset=offset,
+                    with_payload=fields,
+                    with_vectors=vectors,
+                )
             yield from records
             if offset is None:
                 return
@@ -542,8 +554,13 @@ class ServerIndex(Index):
             terms = vectors.get(SPARSE)
             hits.append(
                 make_hit(
-                    str(point.id), float(point.score), dict(point.payload or {}), dense,
-                    list(sparse[0]), vectors.get(DENSE), list(terms.indices) if terms else None,
+                    str(point.id),
+                    float(point.score),
+                    dict(point.payload or {}),
+                    dense,
+                    list(sparse[0]),
+                    vectors.get(DENSE),
+                    list(terms.indices) if terms else None,
                 )
-            )  # fmt: skip
+            )
         return hits

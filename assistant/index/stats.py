@@ -74,9 +74,13 @@ def _server_first_chunks(index: Any) -> Iterator[dict[str, Any]]:
     while True:
         with index._server():
             records, offset = index.client.scroll(
-                collection_name=index.name, scroll_filter=flt, limit=1024, offset=offset,
-                with_payload=_FIRST_CHUNK_FIELDS, with_vectors=False,
-            )  # fmt: skip
+                collection_name=index.name,
+                scroll_filter=flt,
+                limit=1024,
+                offset=offset,
+                with_payload=_FIRST_CHUNK_FIELDS,
+                with_vectors=False,
+            )
         for record in records:
             yield dict(record.payload or {})
         if offset is None:

@@ -81,11 +81,19 @@ class ParserWorker:
                     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "ingest.parsing.isolation",
-                 str(request_r), str(response_w), str(self.memory_mb)],
-                pass_fds=(request_r, response_w), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, preexec_fn=limit_memory,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "ingest.parsing.isolation",
+                    str(request_r),
+                    str(response_w),
+                    str(self.memory_mb),
+                ],
+                pass_fds=(request_r, response_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                preexec_fn=limit_memory,
+            )
             os.close(request_r)
             os.close(response_w)
             self._requests = Connection(request_w, readable=False)

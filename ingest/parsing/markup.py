@@ -35,9 +35,29 @@ def parse_markdown(data: bytes) -> list[Section]:
 
 
 _HTML_BLOCKS = {
-    "p", "div", "li", "ul", "ol", "table", "tr", "td", "th", "pre", "blockquote", "br",
-    "section", "article", "dt", "dd", "dl", "figcaption", "hr", "header", "footer", "main",
-}  # fmt: skip
+    "p",
+    "div",
+    "li",
+    "ul",
+    "ol",
+    "table",
+    "tr",
+    "td",
+    "th",
+    "pre",
+    "blockquote",
+    "br",
+    "section",
+    "article",
+    "dt",
+    "dd",
+    "dl",
+    "figcaption",
+    "hr",
+    "header",
+    "footer",
+    "main",
+}
 _HTML_DROP = ("script", "style", "noscript", "template", "head", "svg", "iframe", "object")
 
 

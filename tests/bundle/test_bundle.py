@@ -50,8 +50,12 @@ def _offline(*command: str | Path, cwd: Path | None = None) -> subprocess.Comple
         pytest.skip(f"cannot deny the network to the installer: {reason}")
     return subprocess.run(
         [unshare, "-n", *map(str, command)],
-        capture_output=True, text=True, cwd=cwd, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
 
 
 def _bundle_cli(*args: str | Path) -> list[str]:
@@ -74,11 +78,22 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = base / "taimatsu-offline.tar"
     result = subprocess.run(
         _bundle_cli(
-            "build", out, "--project-only", "--project-dir", ROOT,
-            "--embed-model-dir", model, "--ollama-model-dir", gguf,
+            "build",
+            out,
+            "--project-only",
+            "--project-dir",
+            ROOT,
+            "--embed-model-dir",
+            model,
+            "--ollama-model-dir",
+            gguf,
         ),
-        capture_output=True, text=True, cwd=base, timeout=180, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=base,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"wrote {out}" in result.stdout and "install-offline.sh --venv" in result.stdout
     return out
@@ -99,10 +114,17 @@ def test_archive_holds_wheels_models_ollama_installer_and_manifest(built):
     sums = files.pop("SHA256SUMS").decode()
     pip_wheel = manifest["pip_wheel"]
     assert set(files) == {
-        "install-offline.sh", "install_offline.py", "README.txt", WHEEL, pip_wheel,
-        "models/embed/tiny-model/modules.json", "models/embed/tiny-model/config.json",
-        "models/embed/tiny-model/model.safetensors", "ollama/model.gguf", "ollama/Modelfile",
-    }  # fmt: skip
+        "install-offline.sh",
+        "install_offline.py",
+        "README.txt",
+        WHEEL,
+        pip_wheel,
+        "models/embed/tiny-model/modules.json",
+        "models/embed/tiny-model/config.json",
+        "models/embed/tiny-model/model.safetensors",
+        "ollama/model.gguf",
+        "ollama/Modelfile",
+    }
     assert manifest["files"] == {n: {"sha256": _sha(d), "size": len(d)} for n, d in files.items()}
     assert sums.splitlines() == [f"{_sha(d)}  {n}" for n, d in files.items()]
     project = manifest["project"]
@@ -136,11 +158,17 @@ def test_installs_into_a_fresh_venv_with_the_network_denied(built, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (venv / "bin" / "taimatsu").is_file() and (venv / "bin" / "pip").is_file()
     where = subprocess.run(
-        [venv / "bin" / "python", "-I", "-c",
-         "import importlib.util as u; print(*(u.find_spec(n).origin for n in "
-         "('assistant', 'ingest', 'ui', 'bundle')))"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+        [
+            venv / "bin" / "python",
+            "-I",
+            "-c",
+            "import importlib.util as u; print(*(u.find_spec(n).origin for n in "
+            "('assistant', 'ingest', 'ui', 'bundle')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     site = venv / "lib" / "python3.11" / "site-packages"
     assert where == [
         str(site / name / "__init__.py") for name in ("assistant", "ingest", "ui", "bundle")
@@ -187,8 +215,11 @@ def test_a_tampered_archive_is_refused_in_one_line(built, tmp_path):
     venv = tmp_path / "venv"
     by_cli = subprocess.run(
         _bundle_cli("install", tampered, "--venv", venv, "--extract-to", tmp_path),
-        capture_output=True, text=True, cwd=tmp_path, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert by_cli.returncode == 1
     assert by_cli.stderr.count("\n") == 1
     assert by_cli.stderr.startswith(f"taimatsu: error: {WHEEL} does not match its sha256")
@@ -197,8 +228,10 @@ def test_a_tampered_archive_is_refused_in_one_line(built, tmp_path):
     subprocess.run(["tar", "-xf", tampered, "-C", tmp_path], check=True)
     by_script = subprocess.run(
         ["sh", tmp_path / "taimatsu-bundle" / "install-offline.sh", "--venv", venv],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert by_script.returncode == 1 and by_script.stderr.count("\n") == 1
     assert by_script.stderr.startswith(f"install-offline: error: {WHEEL} does not match")
     assert "copy the archive again" in by_script.stderr and not venv.exists()
@@ -208,8 +241,11 @@ def test_a_tampered_archive_is_refused_in_one_line(built, tmp_path):
     shutil.rmtree(tmp_path / "taimatsu-bundle")
     by_sidecar = subprocess.run(
         _bundle_cli("install", tampered, "--venv", venv, "--extract-to", tmp_path),
-        capture_output=True, text=True, cwd=tmp_path, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert by_sidecar.returncode == 1 and by_sidecar.stderr.count("\n") == 1
     assert "does not match taimatsu-offline.tar.sha256" in by_sidecar.stderr
 
@@ -265,8 +301,13 @@ def test_an_ollama_store_model_keeps_its_template_and_parameters(tmp_path):
         ("license", b"Apache 2.0"),
     ):
         (blobs / f"sha256-{_sha(data)}").write_bytes(data)
-        layers.append({"mediaType": f"application/vnd.ollama.image.{kind}",
-                       "digest": f"sha256:{_sha(data)}", "size": len(data)})  # fmt: skip
+        layers.append(
+            {
+                "mediaType": f"application/vnd.ollama.image.{kind}",
+                "digest": f"sha256:{_sha(data)}",
+                "size": len(data),
+            }
+        )
     manifest = store / "manifests" / "registry.ollama.ai" / "library" / "qwen2.5" / "7b"
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))

@@ -133,10 +133,18 @@ def test_answer_sentences_keep_their_markers():
 
 def test_report_table_and_html_chart():
     rows = [
-        {"name": "hybrid", "questions": 2, "hit1": 0.5, "hit5": 1.0, "hit10": 1.0,
-         "mrr10": 0.625, "ndcg10": 0.7153, "ms_per_query": 12.5},
+        {
+            "name": "hybrid",
+            "questions": 2,
+            "hit1": 0.5,
+            "hit5": 1.0,
+            "hit10": 1.0,
+            "mrr10": 0.625,
+            "ndcg10": 0.7153,
+            "ms_per_query": 12.5,
+        },
         {"name": "reranker", "questions": 2, "note": "not measured: no model"},
-    ]  # fmt: skip
+    ]
     text = table(rows, "set")
     assert "hit@5" in text and "0.625" in text and "reranker: not measured" in text
     page = html_report([("set <1>", rows)], "Report")
@@ -196,8 +204,13 @@ def _eval_cli(*args: str, settings) -> subprocess.CompletedProcess[str]:
     env.update(TAIMATSU_DATA_DIR=str(settings.data_dir), TAIMATSU_OLLAMA_HOST=settings.ollama_host)
     return subprocess.run(
         [sys.executable, "-m", "ui.cli.eval", "eval", *args],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=180,
+        check=False,
+    )
 
 
 def test_eval_command_on_the_samples(sample_settings, tmp_path):

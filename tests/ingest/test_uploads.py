@@ -236,9 +236,12 @@ def test_uploads_need_a_folder_and_the_folder_acl(upload_settings, tmp_path):
 def test_groups_are_checked():
     assert clean_groups(["everyone"], "") == ["everyone"]
     assert clean_groups(["hr"], " legal, finance ;hr,") == ["finance", "hr", "legal"]
-    for chosen, extra, code in [([], "", "no_groups"), ([], " , ", "no_groups"),
-                                (["ok"], "bad\u202egroup", "bad_group"),
-                                ([], "x" * 101, "bad_group")]:  # fmt: skip
+    for chosen, extra, code in [
+        ([], "", "no_groups"),
+        ([], " , ", "no_groups"),
+        (["ok"], "bad\u202egroup", "bad_group"),
+        ([], "x" * 101, "bad_group"),
+    ]:
         with pytest.raises(UploadError) as refused:
             clean_groups(chosen, extra)
         assert refused.value.code == code
@@ -266,21 +269,36 @@ def test_nothing_is_written_outside_the_upload_folder(upload_settings, folder, t
     (folder / "gone.md").symlink_to(tmp_path / "nowhere.md")  # and a dangling one
     before = _tree(tmp_path)
     hostile = [
-        "../outside/target.md", "../../x.md", "/tmp/abs.md", "..\\outside\\t.md", "CON.md",
-        ".taimatsu-acl.toml", "a\x00.md", "linked.md", "gone.md", "sub/dir/plain.md",
-    ]  # fmt: skip
+        "../outside/target.md",
+        "../../x.md",
+        "/tmp/abs.md",
+        "..\\outside\\t.md",
+        "CON.md",
+        ".taimatsu-acl.toml",
+        "a\x00.md",
+        "linked.md",
+        "gone.md",
+        "sub/dir/plain.md",
+    ]
     saved, refused = _save(upload_settings, hostile, ["hr"])
     assert {r.problem.code for r in refused} == {
-        "traversal", "absolute", "device", "hidden", "control"
-    }  # fmt: skip
+        "traversal",
+        "absolute",
+        "device",
+        "hidden",
+        "control",
+    }
     assert [s.name for s in saved] == ["linked-1.md", "gone-1.md", "plain.md"]
 
     after = _tree(tmp_path)
     changed = {k for k in after if after[k] != before.get(k)} | (set(before) - set(after))
     assert changed == {
-        "uploads/linked-1.md", "uploads/gone-1.md", "uploads/plain.md",
-        f"uploads/{ACL_FILE_NAME}", f"uploads/{uploads.LOCK_NAME}",
-    }  # fmt: skip
+        "uploads/linked-1.md",
+        "uploads/gone-1.md",
+        "uploads/plain.md",
+        f"uploads/{ACL_FILE_NAME}",
+        f"uploads/{uploads.LOCK_NAME}",
+    }
     assert (outside / "target.md").read_bytes() == b"precious"
     assert not (tmp_path / "nowhere.md").exists()
     assert not list(folder.glob(f"{uploads.TEMP_PREFIX}*"))  # no temporary file left

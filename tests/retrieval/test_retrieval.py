@@ -93,8 +93,13 @@ def test_japanese_terms_match_inside_sentences(index, embedder, query, source):
 
 def test_cjk_bigrams():
     assert sparse.cjk_terms("有給休暇の申請", document=False).split() == [
-        "有給", "給休", "休暇", "暇の", "の申", "申請",
-    ]  # fmt: skip
+        "有給",
+        "給休",
+        "休暇",
+        "暇の",
+        "の申",
+        "申請",
+    ]
     assert set("休暇") <= set(sparse.cjk_terms("休暇", document=True).split())
     assert sparse.cjk_terms("VPN-0x2F error", document=True) == "VPN-0x2F error"
 

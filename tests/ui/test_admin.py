@@ -179,13 +179,15 @@ def test_upload_is_checked_then_searchable_by_the_chosen_group_only(
     upload_dir = Path(settings.upload_dir).resolve()
     assert job.folders == [str(upload_dir)]
     assert sorted(p.name for p in upload_dir.iterdir()) == [
-        ".taimatsu-acl.toml", ".taimatsu-upload.lock", "narwhal-care.md"
-    ]  # fmt: skip
+        ".taimatsu-acl.toml",
+        ".taimatsu-upload.lock",
+        "narwhal-care.md",
+    ]
     assert Acl.for_folder(upload_dir, None).groups_for("narwhal-care.md") == ["marine"]
     assert outside_the_index(base) - before == {"uploads"} | {
-        f"uploads/{name}" for name in (".taimatsu-acl.toml", ".taimatsu-upload.lock",
-                                       "narwhal-care.md")
-    }  # fmt: skip
+        f"uploads/{name}"
+        for name in (".taimatsu-acl.toml", ".taimatsu-upload.lock", "narwhal-care.md")
+    }
 
     searcher = Searcher(settings, embedder)
     question = "When are narwhal tusks measured?"
@@ -212,8 +214,10 @@ def test_sync_now_shows_progress_then_each_folder_summary(admin_page, admin_env,
     app.run()
     assert "Sync finished." in texts(app.success)
     lines = texts(app.success) + texts(app.warning)
-    assert any(line.startswith(f"{docs}: 1 added, 0 updated, 7 unchanged, 1 deleted, 1 failed")
-               for line in lines), lines  # fmt: skip
+    assert any(
+        line.startswith(f"{docs}: 1 added, 0 updated, 7 unchanged, 1 deleted, 1 failed")
+        for line in lines
+    ), lines
     upload_dir = str(Path(settings.upload_dir).resolve())
     if (Path(upload_dir) / ACL_FILE_NAME).exists():  # the upload test ran before this one
         assert upload_dir in job.folders
@@ -317,9 +321,13 @@ def _serve(settings: Settings, ollama_host: str, log_path: Path) -> Iterator[str
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(exe), "ui", "--port", str(port)], env=env, cwd=log_path.parent,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [str(exe), "ui", "--port", str(port)],
+            env=env,
+            cwd=log_path.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             _wait_healthy(proc, url, log_path)
             yield url

@@ -92,8 +92,11 @@ def test_feedback_is_stored_with_question_answer_and_sources(page, sample_settin
     app.chat_message[1].get("feedback")[0].set_value(0).run()  # thumbs down
     app.text_input(key=next(k.key for k in app.text_input)).input("Wrong policy year").run()
     next(b for b in app.button if b.label == STRINGS["feedback_send"]["en"]).click().run()
-    (stored,) = [f for f in History(sample_settings.data_dir).feedback()
-                 if f["question"] == "When are taxi fares reimbursed?"]  # fmt: skip
+    (stored,) = [
+        f
+        for f in History(sample_settings.data_dir).feedback()
+        if f["question"] == "When are taxi fares reimbursed?"
+    ]
     assert stored["rating"] == -1 and stored["comment"] == "Wrong policy year"
     assert stored["sources"][0]["source"] == "en/expenses.html" and stored["answer"]
 

@@ -281,16 +281,28 @@ def ui(
         )
     app_file = Path(__file__).resolve().parents[1] / "web" / "app.py"
     args = [
-        sys.executable, "-m", "ui.web.serve", "run", str(app_file),
-        "--server.address", settings.ui_address,
-        "--server.port", str(port or settings.ui_port),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--global.developmentMode", "false",
-        "--server.fileWatcherType", "none",
-        "--client.toolbarMode", "minimal",
-        "--client.showErrorDetails", "none",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "ui.web.serve",
+        "run",
+        str(app_file),
+        "--server.address",
+        settings.ui_address,
+        "--server.port",
+        str(port or settings.ui_port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--global.developmentMode",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "minimal",
+        "--client.showErrorDetails",
+        "none",
+    ]
     args += streamlit_args(settings)
     typer.echo(f"Taimatsu page on http://{settings.ui_address}:{port or settings.ui_port}")
     sys.stdout.flush()

@@ -72,13 +72,17 @@ def show_index(stats: dict[str, Any]) -> None:
     by_kind, by_root = st.columns([2, 3])
     with by_kind:
         st.markdown(f"**{t('admin_by_kind')}**")
-        rows = [{t("admin_col_kind"): row["kind"]} | {k: row[v] for k, v in counts.items()}
-                for row in stats["by_kind"]]  # fmt: skip
+        rows = [
+            {t("admin_col_kind"): row["kind"]} | {k: row[v] for k, v in counts.items()}
+            for row in stats["by_kind"]
+        ]
         st.dataframe(rows, hide_index=True, width="stretch")
     with by_root:
         st.markdown(f"**{t('admin_by_root')}**")
-        rows = [{k: row[v] for k, v in counts.items()} | {t("admin_col_root"): row["root"]}
-                for row in stats["by_root"]]  # fmt: skip
+        rows = [
+            {k: row[v] for k, v in counts.items()} | {t("admin_col_root"): row["root"]}
+            for row in stats["by_root"]
+        ]
         st.dataframe(rows, hide_index=True, width="stretch")
 
 
@@ -100,8 +104,11 @@ def show_health(settings: Settings, stats: dict[str, Any], health: dict[str, Any
     else:
         st.error(plain(f"{t('admin_index_error')}: {index.get('error', '')}") + f" · {where}")
     for server in health["ollama"]["servers"]:
-        values = {"host": server["host"], "version": server.get("version") or "?",
-                  "model": server["model"]}  # fmt: skip
+        values = {
+            "host": server["host"],
+            "version": server.get("version") or "?",
+            "model": server["model"],
+        }
         if not server["reachable"]:
             st.error(say("admin_ollama_down", **values))
         elif not server["model_present"]:
@@ -129,8 +136,12 @@ def show_runs(settings: Settings) -> None:
     st.dataframe(rows, hide_index=True, width="stretch")
     for run, row in zip(runs, rows, strict=True):
         failed = run.get("failed", [])
-        label = say("admin_failures", count=len(failed), root=run.get("root", ""),
-                    when=row[t("admin_col_finished")])  # fmt: skip
+        label = say(
+            "admin_failures",
+            count=len(failed),
+            root=run.get("root", ""),
+            when=row[t("admin_col_finished")],
+        )
         show_failures(failed, label)
 
 
@@ -154,8 +165,13 @@ def show_sync(settings: Settings, index: Index) -> None:
     folders = sync_folders(settings, roots)
     state = st.session_state
     running = jobs.running(settings)
-    if st.button(t("admin_sync"), icon="🔄", type="primary", key="admin-sync",
-                 disabled=running is not None or not folders):  # fmt: skip
+    if st.button(
+        t("admin_sync"),
+        icon="🔄",
+        type="primary",
+        key="admin-sync",
+        disabled=running is not None or not folders,
+    ):
         job, started = jobs.start(settings, jobs.SYNC, folders)
         if started:
             state.admin_sync_job = job.id
@@ -189,6 +205,5 @@ def render(settings: Settings, user: User, answerer: Answerer) -> None:
     show_index(stats)
     show_health(settings, stats, health)
     show_sync(settings, index)
-    render_upload(settings, sorted({EVERYONE, *settings.default_groups,
-                                    *stats.get("groups", [])}))  # fmt: skip
+    render_upload(settings, sorted({EVERYONE, *settings.default_groups, *stats.get("groups", [])}))
     show_runs(settings)

@@ -35,8 +35,9 @@ def _upload(settings: Settings, files: list[Any], chosen: list[str], extra: str)
         return result
     result["refused"] = [(r.name, r.problem.code, r.problem.params) for r in refused]
     result["saved"] = [(s.original, s.name) for s in saved]
-    result["renamed"] = [(a.original, s.name) for a, s in zip(accepted, saved, strict=True)
-                         if a.renamed]  # fmt: skip
+    result["renamed"] = [
+        (a.original, s.name) for a, s in zip(accepted, saved, strict=True) if a.renamed
+    ]
     result["groups"] = groups
     if saved:
         job, started = jobs.start(settings, jobs.UPLOAD, [folder], saved, groups)
@@ -102,8 +103,13 @@ def render_upload(settings: Settings, known_groups: list[str]) -> None:
     )
     extra = st.text_input(t("upload_more_groups"), key="admin-upload-extra")
     busy = jobs.running(settings) is not None
-    if st.button(t("upload_button"), icon="📤", type="primary", key="admin-upload",
-                 disabled=busy or not files):  # fmt: skip
+    if st.button(
+        t("upload_button"),
+        icon="📤",
+        type="primary",
+        key="admin-upload",
+        disabled=busy or not files,
+    ):
         state.admin_upload_result = _upload(settings, list(files or []), chosen, extra)
         state.admin_uploader = generation + 1  # empties the uploader
         st.rerun()

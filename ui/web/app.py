@@ -75,7 +75,7 @@ def sidebar(settings: Settings, user: User, history: History) -> None:
             ):
                 state.conversation = conversation.id
                 state.turns = history.turns(user.id, conversation.id)
-                st.rerun()  # fmt: skip
+                st.rerun()
 
 
 def main() -> None:

@@ -142,16 +142,22 @@ def render(answerer: Answerer, history: History, user: User) -> None:
                 st.error(turn["answer"]["answer"])
                 continue
             show_answer(answerer, user, f"{state.get('conversation')}-{i}", turn["answer"])
-            show_tools(user, history, f"{state.get('conversation')}-{i}", turn["answer"],
-                       last=i == len(turns) - 1)  # fmt: skip
+            show_tools(
+                user,
+                history,
+                f"{state.get('conversation')}-{i}",
+                turn["answer"],
+                last=i == len(turns) - 1,
+            )
 
     question = st.chat_input(t("ask"))
     if state.pop("regenerate", False) and turns:
         question = turns.pop()["question"]
     if not (question and question.strip()):
         return
-    earlier = [Turn(x["question"], x["answer"]["answer"]) for x in turns
-               if x["answer"]["mode"] != "error"]  # fmt: skip
+    earlier = [
+        Turn(x["question"], x["answer"]["answer"]) for x in turns if x["answer"]["mode"] != "error"
+    ]
     with st.chat_message("user"):
         st.markdown(plain(question))
     with st.chat_message("assistant"):
