@@ -1,0 +1,8 @@
+"""Ingestion: sources in, the index brought in line with them.
+
+`parsing` turns files into sections (one module per format, in a worker process),
+`chunker` cuts them to the model's size, `acl` decides who may read each document,
+`pipeline` runs one incremental, crash-safe run, `runs` logs it, `uploads` and
+`upload_checks` take documents from the page. Imports `assistant`, never `ui`."""
+
+__all__: list[str] = []

@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, SAMPLES, json_lines, need_binary, run_cli
-
-LAYERS = {"assistant": set(), "ingest": {"assistant"}, "ui": {"assistant", "ingest"}}
-
-
-def _imported_packages(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def test_imports_point_one_way():
-    wrong = []
-    for package, allowed in LAYERS.items():
-        for path in (ROOT / package).rglob("*.py"):
-            for name in _imported_packages(path) & set(LAYERS):
-                if name != package and name not in allowed:
-                    wrong.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert not wrong
 
 
 def _compose(*files: str) -> dict:
@@ -170,3 +151,166 @@ def test_single_user_mode_refuses_to_serve_a_network(settings):
     network = settings.model_copy(update={"ui_address": "0.0.0.0"})
     result = run_cli("ui", settings=network, extra_env={"TAIMATSU_UI_ADDRESS": "0.0.0.0"})
     assert result.returncode == 1 and "TAIMATSU_AUTH_MODE=oidc or header" in result.stderr
+
+
+# -- the shape of the code (docs/architecture.md) ----------------------------------------
+
+PACKAGES = ("assistant", "ingest", "ui", "bundle")
+# Top level: who may import whom (bench and tests are outside the product).
+LAYERS = {
+    "assistant": set(),
+    "ingest": {"assistant"},
+    "ui": {"assistant", "ingest", "bundle"},
+    "bundle": set(),
+}
+# Inside assistant: a module of the left may not import one of the right.
+FORBIDDEN = {
+    "assistant.errors": ("assistant.",),
+    "assistant.settings": ("assistant.index", "assistant.retrieval", "assistant.answering"),
+    "assistant.embedder": ("assistant.index", "assistant.retrieval", "assistant.answering"),
+    "assistant.sparse": ("assistant.index", "assistant.retrieval", "assistant.answering"),
+    "assistant.index": (
+        "assistant.retrieval",
+        "assistant.answering",
+        "assistant.evaluation",
+        "assistant.status",
+    ),
+    "assistant.retrieval": ("assistant.answering", "assistant.evaluation", "assistant.status"),
+    "assistant.answering": ("assistant.evaluation", "assistant.status"),
+}
+EVALUATION_USERS = ("ui.", "assistant.evaluation")  # and bench/, tests/
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def _type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path, name: str, known: dict[str, Path], module_level: bool) -> set[str]:
+    """The modules of ours that `name` imports: at module level only (what runs when it is
+    imported; not inside functions, classes or `if TYPE_CHECKING:`), or anywhere."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.split(".")[0] in PACKAGES)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")
+                    anchor = anchor[: len(anchor) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                if base.split(".")[0] not in PACKAGES:
+                    continue
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    found.add(sub if sub in known else base)
+            elif isinstance(node, ast.If) and _type_checking(node):
+                visit(node.orelse)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if not module_level:
+                    visit(node.body)
+            else:
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    visit(getattr(node, field, []) or [])
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found - {name}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := dfs(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := dfs(node)):
+            return found
+    return None
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+@pytest.mark.parametrize("module_level", [True, False], ids=["module-level", "anywhere"])
+def test_no_import_circles(module_level):
+    """No module imports itself through others: neither when it is imported (module
+    level) nor counting the imports deferred into functions."""
+    known = _modules()
+    graph = {name: _imports(path, name, known, module_level) for name, path in known.items()}
+    assert _cycle(graph) is None
+
+
+def test_sub_packages_import_only_below_themselves():
+    known = _modules()
+    wrong = []
+    for name, path in known.items():
+        imported = _imports(path, name, known, module_level=False)
+        for owner, banned in FORBIDDEN.items():
+            if name == owner or name.startswith(owner + "."):
+                wrong += [f"{name} imports {m}" for m in imported if m.startswith(banned)]
+        if not name.startswith(EVALUATION_USERS):
+            wrong += [
+                f"{name} imports {m}" for m in imported if m.startswith("assistant.evaluation")
+            ]
+    assert not wrong
+
+
+def _packages() -> list[str]:
+    return [name for name, path in _modules().items() if path.name == "__init__.py"]
+
+
+@pytest.mark.parametrize("package", _packages())
+def test_each_package_states_its_public_names(package):
+    """Like httpx's tests/test_exported_members.py: `__all__` lists exactly the public
+    names the package's `__init__` defines or imports (sub-modules aside), sorted."""
+    module = importlib.import_module(package)
+    assert hasattr(module, "__all__"), f"{package}/__init__.py has no __all__"
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and name not in ("annotations", "TYPE_CHECKING")
+        and not inspect.ismodule(value)
+    }
+    assert sorted(module.__all__) == sorted(public)
+    assert list(module.__all__) == sorted(module.__all__, key=lambda n: (not n.isupper(), n))
+
+
+def test_imports_point_one_way():
+    wrong = []
+    known = _modules()
+    for name, path in known.items():
+        top = name.split(".")[0]
+        for imported in _imports(path, name, known, module_level=False):
+            other = imported.split(".")[0]
+            if other != top and other not in LAYERS[top]:
+                wrong.append(f"{name} imports {imported}")
+    assert not wrong

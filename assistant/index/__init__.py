@@ -4,6 +4,8 @@ this package imports a backend module: everything the product needs is on `Index
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from assistant.index.base import (
     DENSE,
     SCHEMA_VERSION,
@@ -19,7 +21,9 @@ from assistant.index.base import (
     Upsert,
     make_hit,
 )
-from assistant.settings import Settings
+
+if TYPE_CHECKING:
+    from assistant.settings import Settings
 
 __all__ = [
     "DENSE",

@@ -13,7 +13,7 @@ or all of the worker's memory).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -114,9 +114,14 @@ def _clean_name(name: str) -> str:
     return " ".join(base.split()) or "attachment"
 
 
-def parse_eml(data: bytes) -> list[Section]:
-    from ingest.parsing.registry import PARSERS, parse  # attachments: any format
-
+def parse_eml(
+    data: bytes,
+    parse: Callable[[Path, bytes], list[Section]],
+    supported: Callable[[Path], bool],
+) -> list[Section]:
+    """A message and its attachments; `parse` and `supported` are the registry's (an
+    attachment may be of any format, a mail among them), passed in so that this module
+    does not import the registry that imports it."""
     depth = _depth.get()
     if depth >= MAX_NESTING:
         raise ParseError(f"mail nested more than {MAX_NESTING} levels deep; not followed")
@@ -152,7 +157,7 @@ def parse_eml(data: bytes) -> list[Section]:
         if found is None:
             continue
         name, payload = _clean_name(found[0]), found[1]
-        if Path(name).suffix.lower() not in PARSERS:
+        if not supported(Path(name)):
             continue
         if attached == MAX_ATTACHMENTS:
             log.warning("%s: only the first %d attachments are indexed", label, MAX_ATTACHMENTS)

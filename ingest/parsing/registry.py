@@ -15,6 +15,11 @@ from ingest.parsing.pdf import parse_pdf
 from ingest.parsing.tables import parse_csv
 from ingest.parsing.word import parse_docx
 
+
+def _parse_eml(data: bytes) -> list[Section]:
+    return parse_eml(data, parse, supported)  # attachments through this same registry
+
+
 PARSERS: dict[str, Callable[[bytes], list[Section]]] = {
     ".txt": parse_text,
     ".md": parse_markdown,
@@ -27,7 +32,7 @@ PARSERS: dict[str, Callable[[bytes], list[Section]]] = {
     ".xlsx": parse_xlsx,
     ".csv": parse_csv,
     ".tsv": parse_csv,
-    ".eml": parse_eml,
+    ".eml": _parse_eml,
 }
 
 
