@@ -30,6 +30,7 @@ COPY pyproject.toml README.md ./
 COPY assistant ./assistant
 COPY ingest ./ingest
 COPY ui ./ui
+COPY bundle ./bundle
 
 # torch first and from the CPU index (PyPI's default build pulls CUDA: gigabytes)
 RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 \
