@@ -62,7 +62,8 @@ _HTML_DROP = ("script", "style", "noscript", "template", "head", "svg", "iframe"
 
 
 def parse_html(data: bytes | str) -> list[Section]:
-    """HTML as sections by heading; `data` may be already-decoded text (mail bodies)."""
+    """HTML as sections by heading, navigation and other page furniture left out
+    (ingest.parsing.boilerplate); `data` may be already-decoded text (mail bodies)."""
     from bs4 import BeautifulSoup, NavigableString, Tag
 
     if isinstance(data, bytes):  # valid UTF-8 is UTF-8 (bs4 took 2 kana for GB18030)
@@ -70,12 +71,15 @@ def parse_html(data: bytes | str) -> list[Section]:
     soup = BeautifulSoup(data, "lxml")
     for tag in soup.find_all(_HTML_DROP):
         tag.decompose()
+    from ingest.parsing.boilerplate import strip_boilerplate  # bs4: only for HTML
+
+    content = strip_boilerplate(soup)
     headings = Headings()
     pairs: list[tuple[str, str]] = []
     buffer: list[str] = []
     current = ""
     skip: set[int] = set()
-    for node in (soup.body or soup).descendants:
+    for node in content.descendants:
         if isinstance(node, Tag):
             if re.fullmatch(r"h[1-6]", node.name or ""):
                 pairs.append((current, "".join(buffer)))
