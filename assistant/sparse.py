@@ -37,14 +37,34 @@ def cjk_terms(text: str, *, document: bool) -> str:
     return _CJK_RUN.sub(lambda m: _bigrams(m.group(0), document), text)
 
 
+SCHEMES = ("bigrams", "words", "words+bigrams")
+SCHEME = "words"  # measured: docs/decisions.md (the natural Japanese set)
+
+
+def keyword_text(text: str, *, document: bool, scheme: str = SCHEME) -> str:
+    """The text the BM25 tokenizer reads: CJK runs replaced by their content words
+    (assistant.japanese), by character bigrams, or by both; Latin text unchanged."""
+    if scheme == "bigrams":
+        return cjk_terms(text, document=document)
+    from assistant.japanese import content_words
+
+    def rewrite(run: str) -> str:
+        words = " ".join(content_words(run))
+        if scheme == "words+bigrams":
+            words += _bigrams(run, document)
+        return f" {words} "
+
+    return _CJK_RUN.sub(lambda m: rewrite(m.group(0)), text)
+
+
 @lru_cache(maxsize=1)
 def _model() -> Bm25:
     return Bm25(Bm25Config(tokenizer=TokenizerType.Word, language="english"))
 
 
-def embed_document(text: str) -> SparseVector:
-    return _model().embed_document(cjk_terms(text, document=True))
+def embed_document(text: str, scheme: str = SCHEME) -> SparseVector:
+    return _model().embed_document(keyword_text(text, document=True, scheme=scheme))
 
 
-def embed_query(text: str) -> SparseVector:
-    return _model().embed_query(cjk_terms(text, document=False))
+def embed_query(text: str, scheme: str = SCHEME) -> SparseVector:
+    return _model().embed_query(keyword_text(text, document=False, scheme=scheme))
