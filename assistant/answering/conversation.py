@@ -8,7 +8,10 @@ keeps its topic words in the search.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_JAPANESE = re.compile(r"[\u3041-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
 
 CONDENSE_PROMPT = """\
 You rewrite the user's last message in a conversation as one standalone question that \
@@ -56,3 +59,62 @@ def clean_question(text: str, original: str) -> str:
     line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
     line = line.removeprefix("Question:").strip().strip('"「」')
     return line if 0 < len(line) <= 4 * len(original) + 400 else original
+
+
+# -- does a question need the conversation? ---------------------------------------------
+# Measured on the conversation sets (tests/data/eval/natural/*/conversations.jsonl,
+# docs/decisions.md): a question is searched as itself unless it leans on what came
+# before — it opens like a continuation ("and for…", 「じゃあ…」), points back with a
+# pronoun ("it", 「それ」), leaves its subject out (「…の場合は？」), or has no topic of its
+# own (at most one content word).
+
+_EN_OPENERS = re.compile(
+    r"^(?:and|but|also|so|then|or|ok(?:ay)?|what about|how about|what if|same for|"
+    r"any(?:thing)? else|what else|why(?: not)?\??$|how come|really)\b",
+    re.IGNORECASE,
+)
+_EN_POINTERS = re.compile(
+    r"\b(?:it|its|it's|itself|they|them|their|theirs|these|those|this one|that one|"
+    r"the same|the former|the latter|the above|such)\b",
+    re.IGNORECASE,
+)
+_EN_STOP = frozenset(
+    """a an the and or but if then so also too very just only really please thanks thank
+    you i me my we our us your he she him her is are was were be been being am do does did
+    doing done have has had having can could should would will shall may might must need
+    to of in on at for from by with about as into over under than that this these those
+    there here what which who whom whose when where why how whether it its they them their
+    not no yes any some all more most much many such same other else again still ever
+    get got let make want know tell say way thing things something anything one ones
+    ok okay hi hello hey""".split()
+)
+_JA_OPENERS = re.compile(
+    r"^(?:それ|その|これ|この|あれ|あの|そこ|そっち|こっち|そちら|こちら|じゃあ|じゃ、|では、|"
+    r"それじゃ|それなら|で、|あと|ちなみに|なら|だったら|同じ|他に|ほかに|逆に)"
+)
+_JA_POINTERS = re.compile(r"それ|その|これ|この|あれ|そっち|そちら|同じ|前の|さっきの|上記")
+_JA_ELLIPSIS = re.compile(r"(?:の場合|なら|だと|では|って|も|は)(?:は|って)?[？?]?$")
+_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]*")
+
+
+def _content_count(question: str, japanese: bool) -> int:
+    latin = [w for w in _LATIN_WORD.findall(question) if w.lower() not in _EN_STOP]
+    if not japanese:
+        return len(latin)
+    from assistant.japanese import content_words
+
+    return len(latin) + len(set(content_words(question)))
+
+
+def needs_context(question: str) -> bool:
+    """Whether a question asked after others means something only with them."""
+    text = question.strip()
+    japanese = bool(_JAPANESE.search(text))
+    words = _content_count(text, japanese)
+    if words <= 1:
+        return True
+    if japanese:
+        if _JA_OPENERS.match(text) or _JA_POINTERS.search(text):
+            return True
+        return words <= 2 and bool(_JA_ELLIPSIS.search(text)) and len(text) <= 20
+    return bool(_EN_OPENERS.match(text)) or (words <= 3 and bool(_EN_POINTERS.search(text)))
