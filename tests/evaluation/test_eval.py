@@ -193,6 +193,7 @@ def test_without_a_model_answers_are_sources_only_and_not_judged(sample_settings
     rows = run_eval(sample_settings, items, ["by-language"], answers=True, searcher=searcher)
     extra = rows[0].extra
     assert extra["answer_modes"] == {"sources-only": 1} and extra["faithfulness"] is None
+    assert str(extra["answer_modes"]) == "{'sources-only': 1}"  # as `taimatsu eval` prints it
     assert 0 < extra["citation_precision"] <= 1  # the passages shown, some from the gold
 
 

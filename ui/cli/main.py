@@ -210,24 +210,24 @@ def ask(
     groups: GroupsOpt = None,
 ) -> None:
     """Answer a question from the documents, with numbered citations."""
-    from assistant.answering import Answerer
+    from assistant.answering import AnswerDone, Answerer, Mode, TextDelta
     from assistant.retrieval import Searcher
 
     settings = Settings()
     asker = _groups(settings, groups)
     answerer = Answerer(settings, Searcher(settings))
     try:
-        for kind, payload in answerer.stream(question, asker):
-            if kind == "delta" and not as_json:
-                typer.echo(payload, nl=False)
-            elif kind == "answer":
-                answer = payload
+        for event in answerer.stream(question, asker):
+            if isinstance(event, TextDelta) and not as_json:
+                typer.echo(event.text, nl=False)
+            elif isinstance(event, AnswerDone):
+                answer = event.answer
     except _user_errors() as exc:
         raise _fail(str(exc)) from None
     if as_json:
         _print_json(answer.as_json())
         return
-    if answer.mode != "generated":
+    if answer.mode != Mode.GENERATED:
         typer.echo(answer.answer, nl=False)
     typer.echo("\n")
     for n, passage in answer.citations:
