@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 
 from assistant.answering import Answer, AnswerDone, Answerer, History, Mode, TextDelta, Turn
-from assistant.errors import QuestionTooLong, StoreBusy, StoreError
+from assistant.errors import QuestionTooLong, StoreBusy, StoreError, TaimatsuError
 from assistant.retrieval import Passage, readable_file
 from ui.web.auth import User
 from ui.web.i18n import t
@@ -105,26 +105,37 @@ def answer_live(answerer: Answerer, user: User, question: str, earlier: list[Tur
                 placeholder.markdown(plain(written) + " ▌")
             elif isinstance(event, AnswerDone):
                 answer: Answer = event.answer
-    except QuestionTooLong as exc:
-        placeholder.warning(str(exc))
-        return {
-            "question": question[:200],
-            "answer": str(exc),
-            "mode": Mode.ERROR,
-            "citations": [],
-        }
-    except StoreBusy:
-        log.warning("index busy while answering", exc_info=True)
-        return _error(placeholder, question, "busy")
-    except StoreError:
-        log.exception("index error while answering")
-        missing = not answerer.searcher.index.exists()
-        return _error(placeholder, question, "no-index" if missing else "other")
+    except TaimatsuError as exc:
+        return _refused(answerer, placeholder, question, exc)
     except Exception:
         log.exception("unexpected error while answering")
         return _error(placeholder, question, "other")
     placeholder.empty()
     return record(answer)
+
+
+def _refused(answerer: Answerer, placeholder: Any, question: str, exc: TaimatsuError) -> dict:
+    """The error record of a question that got no answer: the asker's own problem in its
+    sentence; the index's in the page's words (its message is for the operator's log)."""
+    match exc:
+        case QuestionTooLong():
+            placeholder.warning(str(exc))
+            return {
+                "question": question[:200],
+                "answer": str(exc),
+                "mode": Mode.ERROR,
+                "citations": [],
+            }
+        case StoreBusy():
+            log.warning("index busy while answering", exc_info=exc)
+            return _error(placeholder, question, "busy")
+        case StoreError():
+            log.error("index error while answering", exc_info=exc)
+            missing = not answerer.searcher.index.exists()
+            return _error(placeholder, question, "no-index" if missing else "other")
+        case _:
+            log.error("error while answering", exc_info=exc)
+            return _error(placeholder, question, "other")
 
 
 def _error(placeholder: Any, question: str, key: str) -> dict:
