@@ -16,6 +16,11 @@
 
 and OUT.tar.sha256 beside it. Uncompressed: wheels and GGUF weights do not compress.
 `install` checks an archive against its manifest and installs it (bundle/install.py).
+
+The commands raise BundleError (and OllamaSourceError) with a one-sentence message; whoever
+runs them says it: ui/cli/main.py, which registers them as `taimatsu bundle`, and `main`
+below for `python -m bundle.cli`. This package imports nothing else of ours, so it cannot
+use ui/cli/common.py's failure line: `main` writes the same line itself.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -266,11 +272,6 @@ def build(
     return manifest
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"taimatsu: error: {message}", err=True)
-    return typer.Exit(1)
-
-
 @bundle_app.command("build")
 def build_command(
     out: Annotated[Path, typer.Argument(help="The archive to write, e.g. taimatsu-offline.tar.")],
@@ -324,24 +325,21 @@ def build_command(
     """Write one archive with everything an air-gapped machine needs."""
     project = project_dir or _project_dir()
     if project is None or not (project / "pyproject.toml").is_file():
-        raise _fail("run this from a Taimatsu source checkout, or pass --project-dir")
+        raise BundleError("run this from a Taimatsu source checkout, or pass --project-dir")
     sources = [a for link in find_links or [] for a in ("--find-links", link)]
     sources += [a for url in extra_index_url or [] for a in ("--extra-index-url", url)]
-    try:
-        manifest = build(
-            out,
-            project=project.resolve(),
-            python_version=python_version,
-            platforms=platform_tag or [],
-            project_only=project_only,
-            embed_model_dirs=embed_model_dir or [],
-            ollama_model_dir=ollama_model_dir,
-            ollama_model=ollama_model,
-            sources=sources,
-            echo=lambda line: typer.echo(line, err=True),
-        )
-    except BundleError as exc:
-        raise _fail(str(exc)) from None
+    manifest = build(
+        out,
+        project=project.resolve(),
+        python_version=python_version,
+        platforms=platform_tag or [],
+        project_only=project_only,
+        embed_model_dirs=embed_model_dir or [],
+        ollama_model_dir=ollama_model_dir,
+        ollama_model=ollama_model,
+        sources=sources,
+        echo=lambda line: typer.echo(line, err=True),
+    )
     extras = [f"torch {manifest['torch'].split('-')[1]}" if manifest["torch"] else "no torch"]
     extras += [f"embedding model {m['name']}" for m in manifest["embedding"]["folders"]]
     extras += [f"Ollama model {manifest['ollama']['name']}"] if manifest["ollama"] else []
@@ -379,12 +377,20 @@ def install_command(
                     )
             folder = made = bundle_install.extract(archive, extract_to)
         result = bundle_install.install(folder, venv, echo=typer.echo)
-    except BundleError as exc:
+    except BundleError:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
-        raise _fail(str(exc)) from None
+        raise
     typer.echo("\n".join(bundle_install.next_steps(result)))
 
 
+def main() -> None:
+    """`python -m bundle.cli build|install`: the commands alone, an error in one line."""
+    try:
+        bundle_app()
+    except (BundleError, OllamaSourceError) as exc:
+        sys.exit(f"taimatsu: error: {exc}")
+
+
 if __name__ == "__main__":
-    bundle_app()
+    main()

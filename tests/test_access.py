@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from assistant.answering import NOT_FOUND, Answerer, History, Turn
+from assistant.answering import Answerer, History, Mode, Turn
 from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher, readable_file
 from assistant.settings import Settings
@@ -111,7 +111,7 @@ def test_answers_cite_only_readable_documents(corpus, embedder, question, user):
     hidden = [code for code in hidden if code not in question]  # the asker's own words
     for text in [answer.answer, *prompts]:
         assert not any(code in text for code in hidden)  # not even in the model's prompt
-    if answer.mode == NOT_FOUND:
+    if answer.mode == Mode.NOT_FOUND:
         assert answer.citations == [] and answer.passages == []
 
 

@@ -1,27 +1,38 @@
 """Answering: retrieved passages and the conversation in, a cited answer out.
 
-`answer` runs a question end to end (follow-up rewrite, retrieval, prompt, streaming,
-citation check, the sources-only fallback), `conversation` bounds and condenses the
-history, `prompt` builds the messages and checks citations, `llm` talks to the model
-server, `history` keeps conversations and feedback per user."""
+`answer` runs a question end to end (follow-up rewrite, retrieval, prompt, streaming as
+typed events, citation check, the sources-only fallback) and names the answer modes,
+`conversation` bounds and condenses the history, `prompt` builds the messages and checks
+citations, `llm` talks to the model server, `history` keeps conversations and feedback
+per user."""
 
 from __future__ import annotations
 
-from assistant.answering.answer import GENERATED, NOT_FOUND, SOURCES_ONLY, Answer, Answerer
+from assistant.answering.answer import (
+    Answer,
+    AnswerDone,
+    Answerer,
+    AnswerEvent,
+    Mode,
+    PassagesFound,
+    TextDelta,
+)
 from assistant.answering.conversation import Turn
 from assistant.answering.history import Conversation, History
 from assistant.answering.llm import OllamaPool, ollama_health
 from assistant.answering.prompt import build_messages, check_citations
 
 __all__ = [
-    "GENERATED",
-    "NOT_FOUND",
-    "SOURCES_ONLY",
     "Answer",
+    "AnswerDone",
+    "AnswerEvent",
     "Answerer",
     "Conversation",
     "History",
+    "Mode",
     "OllamaPool",
+    "PassagesFound",
+    "TextDelta",
     "Turn",
     "build_messages",
     "check_citations",

@@ -1,13 +1,16 @@
 """Answering: retrieve, prompt, stream from Ollama through llama-index, check citations.
 
-When Ollama is unreachable, the model is missing or the stream breaks, the asker still
-gets the best passages and one plain sentence saying no model wrote the answer.
+`Answerer.stream` yields typed events (`AnswerEvent`): `PassagesFound` once, `TextDelta`
+while the model writes, `AnswerDone` last. An `Answer`'s `mode` (a `Mode`) says how it
+came about. When Ollama is unreachable, the model is missing or the stream breaks, the
+asker still gets the best passages and one plain sentence saying no model wrote the answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from llama_index.llms.ollama import Ollama
@@ -25,9 +28,16 @@ from assistant.errors import LLMUnavailable
 from assistant.retrieval import Passage, Searcher, language_of
 from assistant.settings import Settings
 
-GENERATED = "generated"
-SOURCES_ONLY = "sources-only"
-NOT_FOUND = "not-found"
+
+class Mode(StrEnum):
+    """How an answer came about. A StrEnum: JSON and the stored conversations hold the
+    value ("generated"...), and a value read back from them compares equal to the member."""
+
+    GENERATED = "generated"  # the model wrote it; its citations were checked
+    SOURCES_ONLY = "sources-only"  # no model: the best passages and one sentence saying why
+    NOT_FOUND = "not-found"  # nothing the asker may read is relevant enough
+    ERROR = "error"  # the page's own: no answer, an error sentence (never from Answerer)
+
 
 _MESSAGES = {
     "unreachable": {
@@ -49,7 +59,7 @@ _MESSAGES = {
         "most relevant passages from your documents.",
         "ja": "言語モデルが回答の途中で停止したため、文書の中から関連性の高い箇所を示します。",
     },
-    "not-found": {
+    Mode.NOT_FOUND: {
         "en": "I found nothing about this in the documents you can read.",
         "ja": "閲覧できる文書の中に、この質問に関する情報は見つかりませんでした。",
     },
@@ -60,7 +70,7 @@ _MESSAGES = {
 class Answer:
     question: str
     answer: str
-    mode: str
+    mode: Mode
     model: str
     passages: list[Passage]
     cited: list[int] = field(default_factory=list)
@@ -75,7 +85,7 @@ class Answer:
         return {
             "question": self.question,
             "answer": self.answer,
-            "mode": self.mode,
+            "mode": str(self.mode),
             "model": self.model,
             "citations": [
                 {
@@ -90,6 +100,30 @@ class Answer:
             "dropped_citations": self.dropped_citations,
             "standalone_question": self.standalone_question,
         }
+
+
+@dataclass(frozen=True)
+class PassagesFound:
+    """The passages retrieved for the question, before the model writes."""
+
+    passages: list[Passage]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the answer as the model writes it (not yet citation-checked)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDone:
+    """The finished answer, with the checked text; always the last event."""
+
+    answer: Answer
+
+
+AnswerEvent = PassagesFound | TextDelta | AnswerDone
 
 
 class Answerer:
@@ -126,37 +160,37 @@ class Answerer:
 
     def stream(
         self, question: str, groups: list[str], history: list[Turn] | None = None
-    ) -> Iterator[tuple[str, Any]]:
-        """Events: ("passages", list[Passage]), then ("delta", str)* while the model
-        writes, then ("answer", Answer) once, with the checked text."""
+    ) -> Iterator[AnswerEvent]:
+        """PassagesFound once, then TextDelta* while the model writes, then AnswerDone
+        once, with the checked text."""
         search_for = self.standalone(question, history or [])
         passages = self.searcher.search(search_for, groups)
-        yield "passages", passages
+        yield PassagesFound(passages)
         model = self.settings.llm_model
 
-        def answer(text: str, mode: str, cited: list[int], dropped: int = 0) -> Answer:
+        def answer(text: str, mode: Mode, cited: list[int], dropped: int = 0) -> AnswerDone:
             shown = passages if cited else []
             rewritten = search_for if search_for != question else None
-            return Answer(question, text, mode, model, shown, cited, dropped, rewritten)
+            return AnswerDone(Answer(question, text, mode, model, shown, cited, dropped, rewritten))
 
         if not self.answerable(search_for, passages):
-            yield "answer", answer(self._message(NOT_FOUND, question), NOT_FOUND, [])
+            yield answer(self._message(Mode.NOT_FOUND, question), Mode.NOT_FOUND, [])
             return
         parts: list[str] = []
         try:
             messages = build_messages(search_for, passages, original=question)
             for delta in self.ollama.stream_chat(messages):
                 parts.append(delta)
-                yield "delta", delta
+                yield TextDelta(delta)
         except LLMUnavailable as exc:
             every = list(range(1, len(passages) + 1))
-            yield "answer", answer(self._message(exc.reason, question), SOURCES_ONLY, every)
+            yield answer(self._message(exc.reason, question), Mode.SOURCES_ONLY, every)
             return
         checked = check_citations("".join(parts), len(passages))
-        yield "answer", answer(checked.text, GENERATED, checked.cited, checked.dropped)
+        yield answer(checked.text, Mode.GENERATED, checked.cited, checked.dropped)
 
     def ask(self, question: str, groups: list[str], history: list[Turn] | None = None) -> Answer:
-        for kind, payload in self.stream(question, groups, history):
-            if kind == "answer":
-                return payload
+        for event in self.stream(question, groups, history):
+            if isinstance(event, AnswerDone):
+                return event.answer
         raise AssertionError("stream() always ends with an answer")

@@ -304,14 +304,17 @@ def score_answers(
 ) -> None:
     """Ask each question through the product's Answerer; add citation precision, answer
     modes, latency and (with a judge) faithfulness to `scores`."""
+    from assistant.answering import Mode
+
     for item, result in zip(items, scores.results, strict=True):
         started = time.perf_counter()
         answer = answerer.ask(item.question, groups)
         result.answer_seconds = round(time.perf_counter() - started, 3)
-        result.mode, result.answer = answer.mode, answer.answer
+        # the mode's plain value: the text report prints answer_modes as a dict
+        result.mode, result.answer = str(answer.mode), answer.answer
         result.cited = [p.source for _, p in answer.citations]
         result.citation_precision = citation_precision(result.cited, set(item.sources))
-        if judge and answer.mode == "generated":
+        if judge and answer.mode == Mode.GENERATED:
             result.faithfulness = judge.faithfulness(answer)
     seconds = [r.answer_seconds for r in scores.results if r.answer_seconds is not None]
     scores.extra.update(

@@ -59,11 +59,16 @@ class Passage:
     @property
     def where(self) -> str:
         """ "guide.pdf, p. 3" / "policy.md § Leave" for display."""
-        parts = [self.source]
-        if self.page is not None:
-            parts.append(f"p. {self.page}")
-        if self.section:
-            parts.append(f"§ {self.section}")
+        return self.where_of(self.source, self.page, self.section)
+
+    @staticmethod
+    def where_of(source: str, page: int | None, section: str | None) -> str:
+        """`where` for a passage kept only as its fields (a citation in a stored answer)."""
+        parts = [source]
+        if page is not None:
+            parts.append(f"p. {page}")
+        if section:
+            parts.append(f"§ {section}")
         return ", ".join(parts)
 
 

@@ -3,15 +3,20 @@ HTTP to the Ollama-protocol test server in tests/ollama_server.py (no model runs
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 
 import pytest
 
 from assistant.answering import (
-    GENERATED,
-    NOT_FOUND,
-    SOURCES_ONLY,
+    Answer,
+    AnswerDone,
     Answerer,
+    History,
+    Mode,
+    PassagesFound,
+    TextDelta,
     build_messages,
     check_citations,
 )
@@ -30,7 +35,7 @@ def test_generated_answer_cites_exactly_the_cited_passages(sample_settings, embe
         answer = _answerer(sample_settings, embedder, server.url).ask(
             "What does error VPN-0x2F mean?", ["everyone"]
         )
-    assert answer.mode == GENERATED and answer.model == "qwen2.5:7b"
+    assert answer.mode == Mode.GENERATED and answer.model == "qwen2.5:7b"
     assert answer.cited == [1, 2] and "[1]" in answer.answer and "[2]" in answer.answer
     body = answer.as_json()
     assert [c["n"] for c in body["citations"]] == [1, 2]
@@ -58,18 +63,18 @@ def test_answer_streams_in_pieces(sample_settings, embedder):
                 "在宅勤務は週何日までですか", ["everyone"]
             )
         )
-    kinds = [kind for kind, _ in events]
-    assert kinds[0] == "passages" and kinds[-1] == "answer"
-    deltas = [payload for kind, payload in events if kind == "delta"]
-    assert len(deltas) > 3
-    assert "".join(deltas).strip().startswith(events[-1][1].answer[:10])
+    assert isinstance(events[0], PassagesFound) and events[0].passages
+    assert isinstance(events[-1], AnswerDone)
+    deltas = [event.text for event in events[1:-1] if isinstance(event, TextDelta)]
+    assert len(deltas) == len(events) - 2 > 3  # nothing else in between
+    assert "".join(deltas).strip().startswith(events[-1].answer.answer[:10])
 
 
 def test_unreachable_ollama_gives_sources_only(sample_settings, embedder):
     answer = _answerer(sample_settings, embedder, sample_settings.ollama_host).ask(
         "When are taxi fares reimbursed?", ["everyone"]
     )
-    assert answer.mode == SOURCES_ONLY
+    assert answer.mode == Mode.SOURCES_ONLY
     assert "could not be reached" in answer.answer
     assert answer.answer.endswith(".") and ". " not in answer.answer  # one sentence
     assert [n for n, _ in answer.citations] == [1, 2, 3, 4, 5]
@@ -81,7 +86,7 @@ def test_missing_model_says_which_pull_to_run(sample_settings, embedder):
         answer = _answerer(sample_settings, embedder, server.url).ask(
             "When are taxi fares reimbursed?", ["everyone"]
         )
-    assert answer.mode == SOURCES_ONLY
+    assert answer.mode == Mode.SOURCES_ONLY
     assert "ollama pull qwen2.5:7b" in answer.answer
 
 
@@ -92,21 +97,21 @@ def test_stream_dying_midway_falls_back_to_sources(sample_settings, embedder):
                 "When are taxi fares reimbursed?", ["everyone"]
             )
         )
-    answer = events[-1][1]
-    assert answer.mode == SOURCES_ONLY and "stopped before finishing" in answer.answer
+    answer = events[-1].answer
+    assert answer.mode == Mode.SOURCES_ONLY and "stopped before finishing" in answer.answer
 
 
 def test_japanese_question_gets_japanese_fallback(sample_settings, embedder):
     answer = _answerer(sample_settings, embedder, sample_settings.ollama_host).ask(
         "社員食堂の昼食は1食いくらですか", ["everyone"]
     )
-    assert answer.mode == SOURCES_ONLY and language_of(answer.answer) == "ja"
+    assert answer.mode == Mode.SOURCES_ONLY and language_of(answer.answer) == "ja"
 
 
 def test_nothing_readable_means_no_model_call(settings, embedder):
     with FakeOllama() as server:
         answer = _answerer(settings, embedder, server.url).ask("anything?", ["everyone"])
-    assert answer.mode == NOT_FOUND and answer.citations == [] and server.requests == []
+    assert answer.mode == Mode.NOT_FOUND and answer.citations == [] and server.requests == []
 
 
 def test_prompt_numbers_and_quotes_passages():
@@ -179,7 +184,7 @@ def test_ask_without_ollama_from_the_command_line(sample_settings):
 def test_unrelated_questions_are_not_answered_from_thin_air(sample_settings, embedder, question):
     with FakeOllama() as server:
         answer = _answerer(sample_settings, embedder, server.url).ask(question, ["everyone"])
-    assert answer.mode == NOT_FOUND and answer.citations == []
+    assert answer.mode == Mode.NOT_FOUND and answer.citations == []
     assert not [r for r in server.requests if r["path"] == "/api/chat"]
     assert language_of(answer.answer) == language_of(question)
 
@@ -206,11 +211,11 @@ def test_injected_instructions_stay_inside_a_quoted_passage(settings, embedder, 
     body = user["content"]
     inside = body.index('<passage n="1"') < body.index("Ignore previous") < body.index("</passage>")
     assert inside and body.rstrip().endswith(f"Question: {question}")
-    assert answer.mode == GENERATED
+    assert answer.mode == Mode.GENERATED
 
     offline = _answerer(settings, embedder, settings.ollama_host).ask(question, ["everyone"])
     shown = offline.answer + " ".join(c["text"] for c in offline.as_json()["citations"])
-    assert offline.mode == SOURCES_ONLY
+    assert offline.mode == Mode.SOURCES_ONLY
     assert "quoted material" not in shown and "Taimatsu, an assistant" not in shown
 
 
@@ -233,7 +238,7 @@ def test_follow_up_is_rewritten_into_a_standalone_question(sample_settings, embe
     condense = server.requests[0]["json"]["messages"]
     assert "full-time staff" in condense[1]["content"]
     assert condense[1]["content"].endswith("Last message: And for part-timers?")
-    assert answer.standalone_question == standalone and answer.mode == GENERATED
+    assert answer.standalone_question == standalone and answer.mode == Mode.GENERATED
     assert any("Part-time" in (p.section or "") for _, p in answer.citations)
     assert f"Question: {standalone}" in server.requests[-1]["json"]["messages"][1]["content"]
 
@@ -274,7 +279,7 @@ def test_a_reset_before_the_first_token_is_retried(sample_settings, embedder):
             "When are taxi fares reimbursed?", ["everyone"]
         )
     assert len([r for r in server.requests if r["path"] == "/api/chat"]) == 2
-    assert answer.mode == GENERATED and answer.cited
+    assert answer.mode == Mode.GENERATED and answer.cited
 
 
 def test_ollama_replicas_take_turns_and_an_unreachable_one_is_skipped(sample_settings, embedder):
@@ -286,7 +291,7 @@ def test_ollama_replicas_take_turns_and_an_unreachable_one_is_skipped(sample_set
         answerer = _answerer(sample_settings, embedder, hosts)
         modes = [answerer.ask(question, ["everyone"]).mode for _ in range(3)]
         served = [len(first.requests), len(second.requests)]
-    assert modes == [GENERATED] * 3
+    assert modes == [Mode.GENERATED] * 3
     assert sorted(served) == [1, 2]  # turns: first, (dead one skipped) second, first
 
 
@@ -305,3 +310,30 @@ def test_a_huge_question_from_the_command_line(sample_settings):
     result = run_cli("ask", "x" * 100_000, "--json", settings=sample_settings)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "too long (100,000 characters)" in result.stderr
+
+
+def test_modes_serialise_as_before_and_old_stored_turns_still_load(tmp_path):
+    passage = Passage(1, 0.5, "a.md", 2, "Leave", "Twenty days.", "x")
+    answer = Answer("How many?", "Twenty [1].", Mode.GENERATED, "qwen2.5:7b", [passage], [1])
+    body = answer.as_json()
+    assert type(body["mode"]) is str  # plain JSON data, whatever serialises it
+    assert json.dumps(body, ensure_ascii=False) == (
+        '{"question": "How many?", "answer": "Twenty [1].", "mode": "generated", '
+        '"model": "qwen2.5:7b", "citations": [{"n": 1, "source": "a.md", "page": 2, '
+        '"section": "Leave", "text": "Twenty days."}], "dropped_citations": 0, '
+        '"standalone_question": null}'
+    )
+    assert [mode.value for mode in Mode] == ["generated", "sources-only", "not-found", "error"]
+    history = History(tmp_path)
+    new = history.add_turn("u", None, "How many?", body)
+    with sqlite3.connect(history.path) as db:  # a turn stored before modes were an enum
+        db.execute(
+            "INSERT INTO turns VALUES (?, 1, 'Old?', ?)",
+            (new, '{"question": "Old?", "answer": "a", "mode": "sources-only", "citations": []}'),
+        )
+        (stored,) = db.execute("SELECT answer FROM turns WHERE position = 0").fetchone()
+    assert stored == json.dumps(body, ensure_ascii=False)
+    first, old = history.turns("u", new)
+    assert first["answer"]["mode"] == Mode.GENERATED and first["answer"] == body
+    assert old["answer"]["mode"] == Mode.SOURCES_ONLY
+    assert Mode(old["answer"]["mode"]) is Mode.SOURCES_ONLY

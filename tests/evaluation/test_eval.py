@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -38,7 +35,7 @@ from assistant.index.edge import EdgeIndex
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor
-from tests.conftest import ROOT, closed_port_url
+from tests.conftest import ROOT, closed_port_url, run_cli
 from tests.ollama_server import FakeOllama, find_passages
 
 EVAL_DATA = ROOT / "tests" / "data" / "eval"
@@ -193,24 +190,11 @@ def test_without_a_model_answers_are_sources_only_and_not_judged(sample_settings
     rows = run_eval(sample_settings, items, ["by-language"], answers=True, searcher=searcher)
     extra = rows[0].extra
     assert extra["answer_modes"] == {"sources-only": 1} and extra["faithfulness"] is None
+    assert str(extra["answer_modes"]) == "{'sources-only': 1}"  # as `taimatsu eval` prints it
     assert 0 < extra["citation_precision"] <= 1  # the passages shown, some from the gold
 
 
 # -- the command line ---------------------------------------------------------------------
-
-
-def _eval_cli(*args: str, settings) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
-    env.update(TAIMATSU_DATA_DIR=str(settings.data_dir), TAIMATSU_OLLAMA_HOST=settings.ollama_host)
-    return subprocess.run(
-        [sys.executable, "-m", "ui.cli.eval", "eval", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=180,
-        check=False,
-    )
 
 
 def test_eval_command_on_the_samples(sample_settings, tmp_path):
@@ -222,7 +206,7 @@ def test_eval_command_on_the_samples(sample_settings, tmp_path):
     ]
     gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     report = tmp_path / "report.html"
-    result = _eval_cli(str(gold), "--json", "--html", str(report), settings=sample_settings)
+    result = run_cli("eval", str(gold), "--json", "--html", str(report), settings=sample_settings)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["questions"] == 3
@@ -234,20 +218,27 @@ def test_eval_command_on_the_samples(sample_settings, tmp_path):
     page = report.read_text("utf-8")
     assert "<svg" in page and "<script" not in page and "hybrid" in page
 
-    text = _eval_cli(str(gold), "--modes", "keyword", "--no-answers", settings=sample_settings)
+    text = run_cli(
+        "eval", str(gold), "--modes", "keyword", "--no-answers", settings=sample_settings
+    )
     assert text.returncode == 0, text.stderr
     assert "keyword" in text.stdout and "hit@10" in text.stdout and "dense" not in text.stdout
 
 
 def test_eval_command_errors_are_one_line(sample_settings, tmp_path):
-    missing = _eval_cli(str(tmp_path / "none.jsonl"), settings=sample_settings)
+    missing = run_cli("eval", str(tmp_path / "none.jsonl"), settings=sample_settings)
     assert missing.returncode == 1
     assert missing.stderr.startswith("taimatsu: error: cannot read the gold file")
     assert "Traceback" not in missing.stderr
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\xff\xfe\n")  # not UTF-8: a ValueError, translated by the command
+    undecodable = run_cli("eval", str(binary), settings=sample_settings)
+    assert undecodable.returncode == 1, undecodable.stderr
+    assert undecodable.stderr.startswith("taimatsu: error: 'utf-8' codec can't decode")
     gold = tmp_path / "gold.jsonl"
     gold.write_text('{"question": "x", "sources": ["a"]}\n', "utf-8")
     empty = sample_settings.model_copy(update={"data_dir": tmp_path / "empty"})
-    no_index = _eval_cli(str(gold), settings=empty)
+    no_index = run_cli("eval", str(gold), settings=empty)
     assert no_index.returncode == 1 and "no index" in no_index.stderr
 
 

@@ -1,8 +1,9 @@
 """`taimatsu eval GOLD`: score retrieval (and answers, when a model is available) on a
 gold file against the configured index.
 
-Registered in ui/cli/main.py with `app.command("eval")(eval_command)`; also runnable alone as
-`python -m ui.cli.eval eval GOLD`. Heavy imports happen inside the command.
+Registered in ui/cli/main.py with `app.command("eval")(eval_command)`, whose command group
+(ui/cli/common.py's Commands) says its errors in one line. Heavy imports happen inside the
+command.
 """
 
 from __future__ import annotations
@@ -15,14 +16,8 @@ from typing import Annotated
 
 import typer
 
-EXIT_OK, EXIT_FAILED = 0, 1
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-@app.callback()
-def _group() -> None:
-    """Taimatsu evaluation."""
+from assistant.errors import TaimatsuError
+from ui.cli.common import fail
 
 
 def eval_command(
@@ -57,14 +52,9 @@ def eval_command(
 ) -> None:
     """Measure answer quality on a gold file: hit@1/5/10, MRR@10, nDCG@10 per retrieval
     mode; citation precision, faithfulness and latency of the answers."""
-    from assistant.errors import GoldError, StoreError
     from assistant.evaluation import check_mode, html_report, load_gold, run_eval, table
     from assistant.retrieval import Searcher
     from assistant.settings import Settings
-
-    def fail(message: str) -> typer.Exit:
-        typer.echo(f"taimatsu: error: {message}", err=True)
-        return typer.Exit(EXIT_FAILED)
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     try:
@@ -85,8 +75,10 @@ def eval_command(
                 "on the gold file's documents first"
             )
         rows = run_eval(settings, items, chosen, asker, answers, searcher)
-    except (GoldError, StoreError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from None
+    except TaimatsuError:
+        raise  # GoldError, StoreError...: said by the command group
+    except ValueError as exc:  # not ours yet: a gold file that is not UTF-8, rrf:D:K on a server
+        raise TaimatsuError(str(exc)) from None
     body = [row.as_json() for row in rows]
     if html:
         title = f"Taimatsu evaluation: {gold.name}"
@@ -111,9 +103,3 @@ def eval_command(
         )
     if html:
         typer.echo(f"report: {html}")
-
-
-app.command("eval")(eval_command)
-
-if __name__ == "__main__":
-    app()

@@ -3,30 +3,35 @@
 Exit codes: 0 success; 1 the command failed (bad folder or ACL file, index locked or
 built by another model...); 2 wrong usage; 3 the ingestion run finished but some files
 could not be read (listed in `failed`); 4 another ingestion run holds the index, this
-one did nothing.
+one did nothing. The codes, the failure line and the one catch of TaimatsuError for every
+command are in ui/cli/common.py.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
+from assistant.errors import TaimatsuError
 from assistant.settings import Settings
 from bundle.cli import bundle_app
+from bundle.install import BundleError
+from bundle.ollama import OllamaSourceError
+from ui.cli.common import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Commands, fail, setup_logging
 from ui.cli.eval import eval_command
 from ui.cli.progress import progress_bar
 from ui.web.oidc import streamlit_args
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
-
 app = typer.Typer(
+    cls=Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -38,19 +43,6 @@ GroupsOpt = Annotated[
     str | None,
     typer.Option("--groups", help="Comma-separated groups of the asker (default: settings)."),
 ]
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # libraries that narrate recoverable trouble (pypdf: "EOF marker not found"); the
-    # file's own failure, if any, is reported once as a `failed:` line
-    for noisy in ("httpx", "sentence_transformers", "transformers", "urllib3", "pypdf"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"taimatsu: error: {message}", err=True)
-    return typer.Exit(EXIT_FAILED)
 
 
 def _groups(settings: Settings, groups: str | None) -> list[str]:
@@ -67,23 +59,6 @@ def _print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from assistant.errors import IngestError, QuestionTooLong, StoreError
-
-    return (StoreError, IngestError, FileNotFoundError, QuestionTooLong)
-
-
-def _disk_full(exc: OSError) -> typer.Exit:
-    """A disk that filled up outside the index (the runs log, a lock file) as one line;
-    any other OSError is a bug, raised again with its traceback."""
-    from assistant.index.edge import disk_full, is_disk_full
-
-    if not is_disk_full(exc):
-        raise exc
-    folder = Path(exc.filename).parent if exc.filename else Settings().data_dir
-    return _fail(str(disk_full(folder)))
-
-
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="Folder of documents, read recursively.")],
@@ -97,7 +72,6 @@ def ingest(
     ] = None,
 ) -> None:
     """Bring the index in line with a folder: add, update and remove documents."""
-    from assistant.errors import IngestBusy
     from ingest.pipeline import Ingestor, Shard
 
     try:
@@ -105,16 +79,8 @@ def ingest(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--shard") from None
     show_bar = sys.stderr.isatty() and not (quiet or as_json)
-    try:
-        with progress_bar(show_bar) as progress:
-            summary = Ingestor(Settings()).run(path, progress, share)
-    except IngestBusy as exc:
-        typer.echo(f"taimatsu: {exc}", err=True)
-        raise typer.Exit(EXIT_BUSY) from None
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _disk_full(exc) from None
+    with progress_bar(show_bar) as progress:
+        summary = Ingestor(Settings()).run(path, progress, share)
     if as_json:
         _print_json(summary.as_json())
     elif summary.changed or not quiet:
@@ -128,41 +94,32 @@ def ingest(
 def reindex(as_json: JsonOpt = False) -> None:
     """Rebuild the whole index from its source folders with the configured embedding
     model (after changing the model). The old index answers until the new one is ready."""
-    from assistant.errors import IngestBusy
     from assistant.index import open_index
     from ingest.pipeline import Ingestor, ingest_lock
 
     settings = Settings()
     index = open_index(settings)
-    try:
-        with ingest_lock(settings):
-            roots = index.roots()
-            if not roots:
-                raise _fail("the index is empty; run `taimatsu ingest FOLDER` instead")
-            missing = [root for root in roots if not Path(root).is_dir()]
-            if missing:
-                raise _fail(
-                    f"the source folder {missing[0]} is gone; restore it (or mount it) "
-                    "and run `taimatsu reindex` again — nothing was changed"
-                )
-            staging = index.staging()
-            ingestor = Ingestor(settings, index=staging)
-            show_bar = sys.stderr.isatty() and not as_json
-            summaries = []
-            try:
-                for root in roots:
-                    with progress_bar(show_bar) as progress:
-                        summaries.append(ingestor.sync(Path(root), progress))
-            finally:
-                ingestor.close()
-            index.promote(staging)
-    except IngestBusy as exc:
-        typer.echo(f"taimatsu: {exc}", err=True)
-        raise typer.Exit(EXIT_BUSY) from None
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _disk_full(exc) from None
+    with ingest_lock(settings):
+        roots = index.roots()
+        if not roots:
+            raise fail("the index is empty; run `taimatsu ingest FOLDER` instead")
+        missing = [root for root in roots if not Path(root).is_dir()]
+        if missing:
+            raise fail(
+                f"the source folder {missing[0]} is gone; restore it (or mount it) "
+                "and run `taimatsu reindex` again — nothing was changed"
+            )
+        staging = index.staging()
+        ingestor = Ingestor(settings, index=staging)
+        show_bar = sys.stderr.isatty() and not as_json
+        summaries = []
+        try:
+            for root in roots:
+                with progress_bar(show_bar) as progress:
+                    summaries.append(ingestor.sync(Path(root), progress))
+        finally:
+            ingestor.close()
+        index.promote(staging)
     if as_json:
         _print_json({"reindexed": [summary.as_json() for summary in summaries]})
     else:
@@ -188,19 +145,16 @@ def search(
     asker = _groups(settings, groups)
     searcher = Searcher(settings)
     queries = (line.rstrip("\n") for line in sys.stdin) if query == "-" else iter([query])
-    try:
-        for text in queries:
-            hits = searcher.search(text, asker, k)
-            if as_json:
-                _print_json({"query": text, "hits": [h.as_hit_json() for h in hits]})
-                continue
-            if not hits:
-                typer.echo(f"no passages found for {text!r}")
-            for hit in hits:
-                snippet = " ".join(hit.text.split())[:200]
-                typer.echo(f"{hit.rank}. {hit.where}  ({hit.score:.4f})\n   {snippet}")
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    for text in queries:
+        hits = searcher.search(text, asker, k)
+        if as_json:
+            _print_json({"query": text, "hits": [h.as_hit_json() for h in hits]})
+            continue
+        if not hits:
+            typer.echo(f"no passages found for {text!r}")
+        for hit in hits:
+            snippet = " ".join(hit.text.split())[:200]
+            typer.echo(f"{hit.rank}. {hit.where}  ({hit.score:.4f})\n   {snippet}")
 
 
 @app.command()
@@ -210,24 +164,21 @@ def ask(
     groups: GroupsOpt = None,
 ) -> None:
     """Answer a question from the documents, with numbered citations."""
-    from assistant.answering import Answerer
+    from assistant.answering import AnswerDone, Answerer, Mode, TextDelta
     from assistant.retrieval import Searcher
 
     settings = Settings()
     asker = _groups(settings, groups)
     answerer = Answerer(settings, Searcher(settings))
-    try:
-        for kind, payload in answerer.stream(question, asker):
-            if kind == "delta" and not as_json:
-                typer.echo(payload, nl=False)
-            elif kind == "answer":
-                answer = payload
-    except _user_errors() as exc:
-        raise _fail(str(exc)) from None
+    for event in answerer.stream(question, asker):
+        if isinstance(event, TextDelta) and not as_json:
+            typer.echo(event.text, nl=False)
+        elif isinstance(event, AnswerDone):
+            answer = event.answer
     if as_json:
         _print_json(answer.as_json())
         return
-    if answer.mode != "generated":
+    if answer.mode != Mode.GENERATED:
         typer.echo(answer.answer, nl=False)
     typer.echo("\n")
     for n, passage in answer.citations:
@@ -275,7 +226,7 @@ def ui(
     """Serve the web page."""
     settings = Settings()
     if settings.auth_mode == "single" and not _loopback(settings.ui_address):
-        raise _fail(
+        raise fail(
             f"single-user mode would make everyone who reaches {settings.ui_address} an "
             "administrator; set TAIMATSU_AUTH_MODE=oidc or header to serve a network"
         )
@@ -309,7 +260,18 @@ def ui(
     os.execv(sys.executable, args)
 
 
-app.add_typer(bundle_app, name="bundle")
+class BundleCommands(TyperGroup):
+    """`taimatsu bundle`: the bundle package imports nothing of ours, so its errors become
+    TaimatsuError here, for Commands to say in one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (BundleError, OllamaSourceError) as exc:
+            raise TaimatsuError(str(exc)) from None
+
+
+app.add_typer(bundle_app, name="bundle", cls=BundleCommands)
 app.command("eval")(eval_command)
 
 
@@ -325,7 +287,7 @@ def _loopback(address: str) -> bool:
 
 
 def main() -> None:
-    _setup_logging()
+    setup_logging()
     try:
         app()
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 
 from assistant.answering import Answerer
-from assistant.errors import StoreError
+from assistant.errors import TaimatsuError
 from assistant.index import Index
 from assistant.index.stats import engine_version, groups_in_index, index_stats
 from assistant.settings import EVERYONE, Settings
@@ -45,7 +45,7 @@ def _stats(settings_json: str, _index: Index, generation: str) -> dict[str, Any]
     try:
         stats = index_stats(_index)
         stats["groups"] = groups_in_index(_index)
-    except StoreError as exc:
+    except TaimatsuError as exc:
         return {"error": str(exc)}
     stats["engine"] = engine_version(_index)
     stats["exists"] = _index.exists()
@@ -160,7 +160,7 @@ def show_sync(settings: Settings, index: Index) -> None:
     st.caption(t("admin_sync_help"))
     try:
         roots = index.roots()
-    except StoreError:
+    except TaimatsuError:
         roots = []
     folders = sync_folders(settings, roots)
     state = st.session_state

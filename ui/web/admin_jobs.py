@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.embedder import Embedder
-from assistant.errors import IngestBusy, IngestError, StoreError
+from assistant.errors import IngestBusy, TaimatsuError
 from assistant.settings import Settings
 from ingest import uploads
 from ingest.pipeline import Ingestor
@@ -187,7 +187,7 @@ def _run(settings: Settings, job: Job) -> None:
                 step.summary = summary.as_json()
             except IngestBusy as exc:
                 step.error, step.busy = str(exc), True
-            except (IngestError, StoreError) as exc:
+            except TaimatsuError as exc:
                 step.error = str(exc)
             except Exception:  # the page says so in one sentence; the log has the rest
                 log.exception("ingestion of %s from the administration page failed", folder)

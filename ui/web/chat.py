@@ -14,9 +14,9 @@ from typing import Any
 
 import streamlit as st
 
-from assistant.answering import GENERATED, SOURCES_ONLY, Answer, Answerer, History, Turn
-from assistant.errors import QuestionTooLong, StoreBusy, StoreError
-from assistant.retrieval import readable_file
+from assistant.answering import Answer, AnswerDone, Answerer, History, Mode, TextDelta, Turn
+from assistant.errors import QuestionTooLong, StoreBusy, StoreError, TaimatsuError
+from assistant.retrieval import Passage, readable_file
 from ui.web.auth import User
 from ui.web.i18n import t
 
@@ -40,11 +40,7 @@ def record(answer: Answer) -> dict[str, Any]:
 
 
 def show_citation(answerer: Answerer, user: User, key: str, citation: dict[str, Any]) -> None:
-    where = ", ".join(
-        [citation["source"]]
-        + ([f"p. {citation['page']}"] if citation.get("page") is not None else [])
-        + ([f"§ {citation['section']}"] if citation.get("section") else [])
-    )
+    where = Passage.where_of(citation["source"], citation.get("page"), citation.get("section"))
     with st.expander(plain(f"[{citation['n']}] {where}")):
         st.markdown(f":orange-background[{plain(citation['text'])}]")
         path = readable_file(
@@ -64,7 +60,7 @@ def show_citation(answerer: Answerer, user: User, key: str, citation: dict[str, 
 
 
 def show_answer(answerer: Answerer, user: User, key: str, body: dict[str, Any]) -> None:
-    if body["mode"] == SOURCES_ONLY:
+    if body["mode"] == Mode.SOURCES_ONLY:
         st.warning(plain(body["answer"]), icon="⚠️")
     else:
         st.markdown(plain(body["answer"]))
@@ -76,7 +72,7 @@ def show_answer(answerer: Answerer, user: User, key: str, body: dict[str, Any]) 
 
 def show_tools(user: User, history: History, key: str, body: dict[str, Any], last: bool) -> None:
     """Copy, rate (with a comment) and, for the last answer, regenerate."""
-    if body["mode"] != GENERATED:
+    if body["mode"] != Mode.GENERATED:
         return
     copy, rate, again = st.columns([3, 3, 2])
     with copy.popover(t("copy"), icon="📋"):
@@ -103,22 +99,14 @@ def answer_live(answerer: Answerer, user: User, question: str, earlier: list[Tur
     placeholder.caption(t("searching"))
     written = ""
     try:
-        for kind, payload in answerer.stream(question, list(user.groups), earlier):
-            if kind == "delta":
-                written += payload
+        for event in answerer.stream(question, list(user.groups), earlier):
+            if isinstance(event, TextDelta):
+                written += event.text
                 placeholder.markdown(plain(written) + " ▌")
-            elif kind == "answer":
-                answer: Answer = payload
-    except QuestionTooLong as exc:
-        placeholder.warning(str(exc))
-        return {"question": question[:200], "answer": str(exc), "mode": "error", "citations": []}
-    except StoreBusy:
-        log.warning("index busy while answering", exc_info=True)
-        return _error(placeholder, question, "busy")
-    except StoreError:
-        log.exception("index error while answering")
-        missing = not answerer.searcher.index.exists()
-        return _error(placeholder, question, "no-index" if missing else "other")
+            elif isinstance(event, AnswerDone):
+                answer: Answer = event.answer
+    except TaimatsuError as exc:
+        return _refused(answerer, placeholder, question, exc)
     except Exception:
         log.exception("unexpected error while answering")
         return _error(placeholder, question, "other")
@@ -126,9 +114,33 @@ def answer_live(answerer: Answerer, user: User, question: str, earlier: list[Tur
     return record(answer)
 
 
+def _refused(answerer: Answerer, placeholder: Any, question: str, exc: TaimatsuError) -> dict:
+    """The error record of a question that got no answer: the asker's own problem in its
+    sentence; the index's in the page's words (its message is for the operator's log)."""
+    match exc:
+        case QuestionTooLong():
+            placeholder.warning(str(exc))
+            return {
+                "question": question[:200],
+                "answer": str(exc),
+                "mode": Mode.ERROR,
+                "citations": [],
+            }
+        case StoreBusy():
+            log.warning("index busy while answering", exc_info=exc)
+            return _error(placeholder, question, "busy")
+        case StoreError():
+            log.error("index error while answering", exc_info=exc)
+            missing = not answerer.searcher.index.exists()
+            return _error(placeholder, question, "no-index" if missing else "other")
+        case _:
+            log.error("error while answering", exc_info=exc)
+            return _error(placeholder, question, "other")
+
+
 def _error(placeholder: Any, question: str, key: str) -> dict:
     placeholder.error(t(key))
-    return {"question": question, "answer": t(key), "mode": "error", "citations": []}
+    return {"question": question, "answer": t(key), "mode": Mode.ERROR, "citations": []}
 
 
 def render(answerer: Answerer, history: History, user: User) -> None:
@@ -138,7 +150,7 @@ def render(answerer: Answerer, history: History, user: User) -> None:
         with st.chat_message("user"):
             st.markdown(plain(turn["question"]))
         with st.chat_message("assistant"):
-            if turn["answer"]["mode"] == "error":
+            if turn["answer"]["mode"] == Mode.ERROR:
                 st.error(turn["answer"]["answer"])
                 continue
             show_answer(answerer, user, f"{state.get('conversation')}-{i}", turn["answer"])
@@ -156,13 +168,15 @@ def render(answerer: Answerer, history: History, user: User) -> None:
     if not (question and question.strip()):
         return
     earlier = [
-        Turn(x["question"], x["answer"]["answer"]) for x in turns if x["answer"]["mode"] != "error"
+        Turn(x["question"], x["answer"]["answer"])
+        for x in turns
+        if x["answer"]["mode"] != Mode.ERROR
     ]
     with st.chat_message("user"):
         st.markdown(plain(question))
     with st.chat_message("assistant"):
         body = answer_live(answerer, user, question, earlier)
     turns.append({"question": question, "answer": body})
-    if body["mode"] != "error":
+    if body["mode"] != Mode.ERROR:
         state.conversation = history.add_turn(user.id, state.get("conversation"), question, body)
     st.rerun()

@@ -59,7 +59,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "ja": "回答中に問題が発生しました。もう一度お試しください。"
         "続く場合は管理者に連絡してください。",
     },
-    # -- the administration page (ui/web/admin*.py) --------------------------------------------
+    # -- the administration page (ui/web/admin*.py) ----------------------------------------
     "admin_only": {
         "en": "This page is for administrators.",
         "ja": "このページは管理者専用です。",
