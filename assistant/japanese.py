@@ -55,9 +55,11 @@ def available() -> bool:
     return True
 
 
-def _content(morphemes) -> list[str]:  # noqa: ANN001
+def _content(morphemes, nouns_only: bool = False) -> list[str]:  # noqa: ANN001
     words = []
     for m in morphemes:
+        if nouns_only and m.part_of_speech()[0] != "名詞":
+            continue
         pos = m.part_of_speech()
         if pos[0] not in _CONTENT or pos[1] in ("数詞", "代名詞", "非自立可能"):
             continue
@@ -86,3 +88,10 @@ def content_words(text: str) -> list[str]:
             words.extend(short)
             words.extend(w for w in long if w not in short)
     return words
+
+
+def content_nouns(text: str) -> list[str]:
+    """The content nouns of a text (the things it is about), in dictionary form."""
+    short_mode, _ = _modes()
+    with _lock:
+        return _content(_analyser().tokenize(text[:_MAX_RUN], short_mode), nouns_only=True)

@@ -21,6 +21,7 @@ from assistant.answering.conversation import (
     clean_question,
     condense_messages,
     fallback_question,
+    needs_context,
 )
 from assistant.answering.llm import OllamaPool
 from assistant.answering.prompt import build_messages, check_citations
@@ -139,7 +140,8 @@ class Answerer:
     def answerable(self, question: str, passages: list[Passage]) -> bool:
         """Whether any passage is relevant enough to let the model answer: by meaning
         (dense similarity; not for Japanese, which the packaged model places poorly) or
-        by the question's own terms (keyword coverage)."""
+        by the question's own terms (keyword coverage). `question` is the one asked, whose
+        language decides, not a rewrite that may carry an earlier question's words."""
         settings = self.settings
         by_terms = any(p.coverage >= settings.min_keyword_coverage for p in passages)
         by_meaning = language_of(question) != "ja" and any(
@@ -148,9 +150,11 @@ class Answerer:
         return by_terms or by_meaning
 
     def standalone(self, question: str, history: list[Turn]) -> str:
-        """The question rewritten to stand alone, given the (bounded) earlier turns."""
+        """The question rewritten to stand alone, given the (bounded) earlier turns. A
+        question that needs no context (`needs_context`) is searched as itself, and the
+        model is not asked to rewrite it."""
         history = bounded(history, self.settings.llm_context_window)
-        if not history:
+        if not history or not needs_context(question):
             return question
         try:
             text = self.ollama.complete(condense_messages(history, question))
@@ -173,7 +177,7 @@ class Answerer:
             rewritten = search_for if search_for != question else None
             return AnswerDone(Answer(question, text, mode, model, shown, cited, dropped, rewritten))
 
-        if not self.answerable(search_for, passages):
+        if not self.answerable(question, passages):
             yield answer(self._message(Mode.NOT_FOUND, question), Mode.NOT_FOUND, [])
             return
         parts: list[str] = []

@@ -2,8 +2,9 @@
 
 Before retrieval, a question asked after earlier turns is rewritten by the model into a
 standalone question, using as much recent history as fits a share of the model's
-context window. Without a model, the previous question is prepended instead, which
-keeps its topic words in the search.
+context window — but only when it needs them (`needs_context`): a question that
+stands alone is searched as itself. Without a model, the conversation's topic (its
+latest standalone question and the follow-ups since) is prepended instead.
 """
 
 from __future__ import annotations
@@ -50,8 +51,14 @@ def condense_messages(history: list[Turn], question: str) -> list[dict[str, str]
 
 
 def fallback_question(history: list[Turn], question: str) -> str:
-    """Without a model: the previous question's words help retrieval find the topic."""
-    return f"{history[-1].question} {question}" if history else question
+    """Without a model: the words of the conversation's topic help retrieval find it —
+    the latest earlier question that stood alone, and the follow-ups asked since."""
+    if not history:
+        return question
+    start = len(history) - 1
+    while start > 0 and needs_context(history[start].question):
+        start -= 1
+    return " ".join([*(turn.question for turn in history[start:]), question])
 
 
 def clean_question(text: str, original: str) -> str:
@@ -69,7 +76,7 @@ def clean_question(text: str, original: str) -> str:
 # own (at most one content word).
 
 _EN_OPENERS = re.compile(
-    r"^(?:and|but|also|so|then|or|ok(?:ay)?|what about|how about|what if|same for|"
+    r"^(?:and|but|so|then|or|ok(?:ay)?|what about|how about|what if|same for|"
     r"any(?:thing)? else|what else|why(?: not)?\??$|how come|really)\b",
     re.IGNORECASE,
 )
@@ -88,12 +95,20 @@ _EN_STOP = frozenset(
     get got let make want know tell say way thing things something anything one ones
     ok okay hi hello hey""".split()
 )
+_EN_LAST_WORD_POINTER = re.compile(r"\b(?:it|that|this|them|those)\s*[?.!]*$", re.IGNORECASE)
 _JA_OPENERS = re.compile(
     r"^(?:それ|その|これ|この|あれ|あの|そこ|そっち|こっち|そちら|こちら|じゃあ|じゃ、|では、|"
-    r"それじゃ|それなら|で、|あと|ちなみに|なら|だったら|同じ|他に|ほかに|逆に)"
+    r"それじゃ|それなら|で、|ちなみに|なら|だったら|同じ|他に|ほかに)"
+)
+_JA_NEW_TOPIC = re.compile(r"^(?:それとは別に|別件|ところで|話は変わ|あと、|また、)")
+# nouns that name no topic of their own: 「あとで」「途中で」「手順は？」
+_JA_GENERIC = frozenset(
+    "後 前 途中 侭 分 回 一回 一度 種類 一覧 順番 手順 方法 仕方 やり方 名前 場所 理由 意味 "
+    "違い 条件 設定 必要 可能 大丈夫 有効 無効 最初 最後 次 全部 全て 誰 本当 よう 感じ 問題 "
+    "注意 一番 時間 場所 結果 状態 内容 今回 自分".split()
 )
 _JA_POINTERS = re.compile(r"それ|その|これ|この|あれ|そっち|そちら|同じ|前の|さっきの|上記")
-_JA_ELLIPSIS = re.compile(r"(?:の場合|なら|だと|では|って|も|は)(?:は|って)?[？?]?$")
+_JA_ELLIPSIS = re.compile(r"(?:の場合|なら|だと|では|って|も|は|たら|れば|ば)(?:は|って)?[？?]?$")
 _LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]*")
 
 
@@ -114,7 +129,16 @@ def needs_context(question: str) -> bool:
     if words <= 1:
         return True
     if japanese:
-        if _JA_OPENERS.match(text) or _JA_POINTERS.search(text):
+        from assistant.japanese import content_nouns
+
+        if _JA_NEW_TOPIC.match(text):
+            return False
+        if _JA_OPENERS.match(text) or (len(text) <= 25 and _JA_POINTERS.search(text)):
             return True
+        topic = [n for n in content_nouns(text) if n not in _JA_GENERIC]
+        if not topic and not _LATIN_WORD.search(text):
+            return True  # only verbs and adjectives: 「上げたあとで取り消せる？」
         return words <= 2 and bool(_JA_ELLIPSIS.search(text)) and len(text) <= 20
-    return bool(_EN_OPENERS.match(text)) or (words <= 3 and bool(_EN_POINTERS.search(text)))
+    if _EN_OPENERS.match(text) or (words <= 6 and _EN_LAST_WORD_POINTER.search(text)):
+        return True  # "and for part-timers?", "is there something faster for that?"
+    return words <= 4 and bool(_EN_POINTERS.search(text))
