@@ -23,21 +23,21 @@ if __package__ in (None, ""):  # run as a script: import the project, not bench/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from assistant.embedder import Embedder  # noqa: E402
-from assistant.index.edge import EdgeIndex  # noqa: E402
+from assistant.index import Field, Index, open_index  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from ingest.pipeline import Ingestor  # noqa: E402
 
 
-def embedded_texts(index: EdgeIndex) -> list[str]:
+def embedded_texts(index: Index) -> list[str]:
     """The texts the pipeline gave the model: heading path + chunk text."""
-    from qdrant_edge import Filter
-
     texts = []
-    with index.shard() as shard:
-        for record in index._scroll(shard, Filter(), ["section", "text"]):
-            payload = record.payload or {}
-            section, text = payload.get("section"), payload.get("text", "")
-            texts.append(f"{section}\n{text}" if section else text)
+    for root in index.roots():
+        for source, info in index.manifest(root).items():
+            for doc_hash in info.hashes:
+                for point in index.points_of(root, source, doc_hash):
+                    section = point.payload.get(Field.SECTION)
+                    text = point.payload.get(Field.TEXT, "")
+                    texts.append(f"{section}\n{text}" if section else text)
     return texts
 
 
@@ -57,7 +57,7 @@ def main() -> None:
         second = Ingestor(settings, embedder).run(folder)
         second_s = time.perf_counter() - start
 
-        texts = embedded_texts(EdgeIndex(settings.data_dir))
+        texts = embedded_texts(open_index(settings))
         start = time.perf_counter()
         embedder.model.encode(texts, batch_size=settings.embed_batch_size)
         raw_s = time.perf_counter() - start

@@ -5,11 +5,11 @@
 For each size, builds an embedded index of that many chunks (random unit vectors and
 keyword vectors from a real vocabulary, each chunk readable by 1-3 of 20 groups,
 written through the product's own Index.write and optimized as the engine would), then
-runs the product's queries with the group filter inside (and the keyword leg's IDF
-counted over the asker's chunks): hybrid (dense + keyword, RRF),
-and each leg alone as `TAIMATSU_RETRIEVAL=by-language` routes an English (dense) or a
-Japanese (keyword) question — once on an open shard (engine cost) and once as the page
-does it (open, query, close).
+runs the product's queries through the index contract (`Index.search`, as the page does)
+with the group filter inside (and the keyword leg's IDF counted over the asker's
+chunks): hybrid (dense + keyword, RRF), and each leg alone as
+`TAIMATSU_RETRIEVAL=by-language` routes an English (dense) or a Japanese (keyword)
+question.
 In the same run it times the embedding of one query with the real model. Target:
 retrieval adds less than the query embedding itself. Also reports the index's size on
 disk and the process's peak memory.
@@ -33,8 +33,16 @@ import numpy as np  # noqa: E402
 
 from assistant import sparse  # noqa: E402
 from assistant.embedder import Embedder, ModelStamp  # noqa: E402
-from assistant.index import ChunkPoint, Upsert  # noqa: E402
-from assistant.index.edge import EdgeIndex, hybrid_request, weigh_terms  # noqa: E402
+from assistant.index import (  # noqa: E402
+    ChunkPoint,
+    Field,
+    Index,
+    SearchRequest,
+    SparseTerms,
+    Upsert,
+    open_index,
+)
+from assistant.settings import Settings  # noqa: E402
 
 GROUPS = [f"group-{i:02d}" for i in range(20)]
 LEGS = ("both", "dense", "keyword")  # hybrid; by-language's English and Japanese paths
@@ -50,8 +58,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-def build(folder: Path, size: int, dim: int, rng: random.Random) -> EdgeIndex:
-    index = EdgeIndex(folder)
+def build(folder: Path, size: int, dim: int, rng: random.Random) -> Index:
+    index = open_index(Settings(data_dir=folder, qdrant_url=None))
     index.ensure(ModelStamp("bench-random", "0" * 64, dim))
     vectors = np.random.default_rng(rng.randrange(2**32)).standard_normal((size, dim))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -61,19 +69,18 @@ def build(folder: Path, size: int, dim: int, rng: random.Random) -> EdgeIndex:
         keyword = sparse.embed_document(text)
         groups = rng.sample(GROUPS, rng.randint(1, 3))
         payload = {
-            "root": "/bench",
-            "source": f"doc-{i // 20}.md",
-            "doc_hash": "h",
-            "chunk": i % 20,
-            "text": text,
-            "groups": groups,
+            Field.ROOT: "/bench",
+            Field.SOURCE: f"doc-{i // 20}.md",
+            Field.DOC_HASH: "h",
+            Field.CHUNK: i % 20,
+            Field.TEXT: text,
+            Field.GROUPS: groups,
         }
         batch.append(
             ChunkPoint(
                 f"00000000-0000-4000-8000-{i:012d}",
                 vectors[i].tolist(),
-                list(keyword.indices),
-                list(keyword.values),
+                SparseTerms.of(keyword),
                 payload,
             )
         )
@@ -81,8 +88,7 @@ def build(folder: Path, size: int, dim: int, rng: random.Random) -> EdgeIndex:
             index.write([Upsert(batch)])
             batch = []
     index.write([Upsert(batch)])
-    with index.shard() as shard:
-        shard.optimize()  # build HNSW and payload indexes, as a long-lived index has them
+    index.optimize()  # build HNSW and payload indexes, as a long-lived index has them
     return index
 
 
@@ -111,29 +117,22 @@ def main() -> None:
             started = time.perf_counter()
             index = build(Path(tmp), size, embedder.dim, rng)
             build_s = time.perf_counter() - started
-            queries = []
+            requests = []
             for question in questions:
-                keyword = sparse.embed_query(question)
                 dense = np.random.default_rng(len(question)).standard_normal(embedder.dim)
                 dense = (dense / np.linalg.norm(dense)).tolist()
-                groups = rng.sample(GROUPS, 2)
-                queries.append((dense, (list(keyword.indices), list(keyword.values)), groups))
+                terms = SparseTerms.of(sparse.embed_query(question))
+                requests.append((dense, terms, rng.sample(GROUPS, 2)))
             for legs in LEGS:
-                engine_ms, page_ms = [], []
+                search_ms = []
                 hits = 0
-                with index.shard() as shard:  # engine cost: one open shard
-                    for dense, keyword, groups in queries:
-                        start = time.perf_counter()  # with the asker's IDF counts
-                        terms = keyword if legs == "dense" else weigh_terms(shard, keyword, groups)
-                        request = hybrid_request(dense, terms, groups, 5, legs=legs)
-                        hits += len(shard.query(request))
-                        engine_ms.append((time.perf_counter() - start) * 1000)
-                for dense, keyword, groups in queries:  # as the page does it
-                    start = time.perf_counter()
-                    index.hybrid(dense, keyword, groups, limit=5, legs=legs)
-                    page_ms.append((time.perf_counter() - start) * 1000)
+                for dense, terms, groups in requests:  # as the page does it
+                    request = SearchRequest(dense, terms, groups, limit=5, legs=legs)
+                    start = time.perf_counter()  # with the asker's IDF counts
+                    hits += len(index.search(request))
+                    search_ms.append((time.perf_counter() - start) * 1000)
                 disk = folder_mb(Path(tmp))
-                rows.append((size, legs, build_s, engine_ms, page_ms, disk, hits))
+                rows.append((size, legs, build_s, search_ms, disk, hits))
 
     med_embed = statistics.median(embed_ms)
     print(
@@ -141,16 +140,15 @@ def main() -> None:
         f"p95 {percentile(embed_ms, 95):.1f} ms"
     )
     print(
-        f"{'chunks':>8} {'legs':>8} {'build s':>8} {'engine med':>11} {'engine p95':>11} "
-        f"{'open+query med':>15} {'p95':>7} {'x embed':>8} {'disk MB':>8}"
+        f"{'chunks':>8} {'legs':>8} {'build s':>8} {'search med':>11} {'search p95':>11} "
+        f"{'x embed':>8} {'disk MB':>8}"
     )
-    for size, legs, build_s, engine_ms, page_ms, disk, hits in rows:
+    for size, legs, build_s, search_ms, disk, hits in rows:
         assert hits > 0
-        med_page = statistics.median(page_ms)
+        med_search = statistics.median(search_ms)
         print(
-            f"{size:>8} {legs:>8} {build_s:>8.1f} {statistics.median(engine_ms):>9.2f}ms "
-            f"{percentile(engine_ms, 95):>9.2f}ms {med_page:>13.2f}ms "
-            f"{percentile(page_ms, 95):>5.1f}ms {med_page / med_embed:>8.2f} {disk:>8.0f}"
+            f"{size:>8} {legs:>8} {build_s:>8.1f} {med_search:>9.2f}ms "
+            f"{percentile(search_ms, 95):>9.2f}ms {med_search / med_embed:>8.2f} {disk:>8.0f}"
         )
     print(
         f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"

@@ -30,9 +30,11 @@ from assistant.index import (
     ChunkPoint,
     DeleteDocument,
     DocInfo,
+    Field,
     Index,
     Operation,
     SetGroups,
+    SparseTerms,
     Upsert,
     open_index,
 )
@@ -333,11 +335,10 @@ class Ingestor:
         now = time.time()
         points = [
             ChunkPoint(
-                chunk_id(root, source, doc_hash, p.payload.get("chunk", n)),
+                chunk_id(root, source, doc_hash, p.payload.get(Field.CHUNK, n)),
                 p.dense,
-                p.sparse_indices,
-                p.sparse_values,
-                {**p.payload, "source": source, "groups": groups, "indexed_at": now},
+                p.sparse,
+                {**p.payload, Field.SOURCE: source, Field.GROUPS: groups, Field.INDEXED_AT: now},
             )
             for n, p in enumerate(old_points)
         ]
@@ -369,24 +370,23 @@ class Ingestor:
             for n, chunk in enumerate(chunks):
                 keyword = sparse.embed_document(chunk.embed_text)
                 payload = {
-                    "root": root,
-                    "source": source,
-                    "doc_hash": doc_hash,
-                    "chunk": n,
-                    "chunks": len(chunks),
-                    "page": chunk.page,
-                    "section": chunk.section,
-                    "text": chunk.text,
-                    "kind": kind.lstrip("."),
-                    "groups": groups,
-                    "indexed_at": now,
+                    Field.ROOT: root,
+                    Field.SOURCE: source,
+                    Field.DOC_HASH: doc_hash,
+                    Field.CHUNK: n,
+                    Field.CHUNKS: len(chunks),
+                    Field.PAGE: chunk.page,
+                    Field.SECTION: chunk.section,
+                    Field.TEXT: chunk.text,
+                    Field.KIND: kind.lstrip("."),
+                    Field.GROUPS: groups,
+                    Field.INDEXED_AT: now,
                 }
                 points.append(
                     ChunkPoint(
                         chunk_id(root, source, doc_hash, n),
                         next(vectors).tolist(),
-                        list(keyword.indices),
-                        list(keyword.values),
+                        SparseTerms.of(keyword),
                         payload,
                     )
                 )

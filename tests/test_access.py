@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from assistant.answering import Answerer, History, Mode, Turn
-from assistant.index.edge import EdgeIndex
+from assistant.index import Index
 from assistant.retrieval import Searcher, readable_file
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor
@@ -264,44 +264,51 @@ class _CountingShard:
 
 
 @contextmanager
-def counting_work() -> Iterator[Counter[str]]:
+def counting_work(backend: type[Index]) -> Iterator[Counter[str]]:
     """Count the index operations and the engine calls (query, scroll, count...) made
-    inside the block, whichever Searcher (or page) makes them."""
+    inside the block, whichever Searcher (or page) makes them, on the embedded backend
+    (`backend`, the class of the worlds' index: its `shard()` is where engine calls go)."""
     calls: Counter[str] = Counter()
     watched = (
         "exists",
         "read_stamp",
         "ensure",
-        "hybrid",
+        "search",
         "document_groups",
         "manifest",
         "roots",
         "counts",
         "points_of",
+        "facet",
+        "first_chunks",
     )
-    originals = {name: EdgeIndex.__dict__[name] for name in (*watched, "shard")}
+    own = {name: backend.__dict__.get(name) for name in (*watched, "shard")}
+    inherited = {name: getattr(backend, name) for name in own}
 
     def counted(name: str, method: Any) -> Any:
-        def wrapper(self: EdgeIndex, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
             calls[f"index.{name}"] += 1
             return method(self, *args, **kwargs)
 
         return wrapper
 
     @contextmanager
-    def shard(self: EdgeIndex, write: bool = False) -> Iterator[_CountingShard]:
+    def shard(self: Index, write: bool = False) -> Iterator[_CountingShard]:
         calls["index.shard"] += 1
-        with originals["shard"](self, write) as inner:
+        with inherited["shard"](self, write) as inner:
             yield _CountingShard(inner, calls)
 
     try:
         for name in watched:
-            setattr(EdgeIndex, name, counted(name, originals[name]))
-        EdgeIndex.shard = shard  # type: ignore[method-assign]
+            setattr(backend, name, counted(name, inherited[name]))
+        backend.shard = shard  # type: ignore[attr-defined]
         yield calls
     finally:
-        for name, method in originals.items():
-            setattr(EdgeIndex, name, method)
+        for name, method in own.items():
+            if method is None:
+                delattr(backend, name)
+            else:
+                setattr(backend, name, method)
 
 
 def outcome(step: Any) -> tuple[Any, ...]:
@@ -338,11 +345,12 @@ def observe(
     groups = sorted(user)
     answerer = answerer_for(world, server)
     seen: dict[str, Any] = {}
-    with counting_work() as work:
+    backend = type(world.searcher.index)
+    with counting_work(backend) as work:
         seen["search"] = outcome(lambda: world.searcher.search(question, groups, 10))
     seen["search_work"] = dict(work)
     before = len(server.requests) if server else 0
-    with counting_work() as work:
+    with counting_work(backend) as work:
         answer = outcome(lambda: answerer.ask(question, groups, history))
     seen["answer_work"] = dict(work)
     if answer[0] == "ok":
@@ -351,7 +359,7 @@ def observe(
     seen["model_requests"] = [
         (r["method"], r["path"], r["json"]) for r in (server.requests[before:] if server else [])
     ]
-    with counting_work() as work:
+    with counting_work(backend) as work:
         seen["download"] = readable_file(world.searcher, world.root, probe, groups)
     seen["download_work"] = dict(work)
     return seen
@@ -455,7 +463,7 @@ def test_a_secret_document_looks_like_no_document_to_an_outsider(worlds):
     results, work = set(), set()
     for world in worlds.values():
         for probe in probes:
-            with counting_work() as calls:
+            with counting_work(type(world.searcher.index)) as calls:
                 results.add(readable_file(world.searcher, world.root, probe, outsider))
             work.add(json.dumps(calls, sort_keys=True))
     assert results == {None} and len(work) == 1
@@ -581,7 +589,7 @@ def page_session(
     monkeypatch.setenv("TAIMATSU_LOCK_TIMEOUT", "10")
     monkeypatch.setenv("TAIMATSU_DEFAULT_GROUPS", json.dumps(groups))
     before = len(server.requests)
-    with counting_work() as work:
+    with counting_work(type(world.searcher.index)) as work:
         app = AppTest.from_file(APP, default_timeout=120)
         app.session_state["language"] = "en"
         app.run()

@@ -8,7 +8,7 @@ report."""
 from __future__ import annotations
 
 from assistant.evaluation.report import bar_chart, html_report, table
-from assistant.evaluation.retrieval import DEPTH, MODES, Retriever, check_mode, leg_request
+from assistant.evaluation.retrieval import DEPTH, MODES, Retriever, check_mode, weights_of
 from assistant.evaluation.scoring import (
     JUDGE_SYSTEM,
     GoldItem,
@@ -41,7 +41,6 @@ __all__ = [
     "first_relevant",
     "hit_at",
     "html_report",
-    "leg_request",
     "load_gold",
     "ndcg_at",
     "reciprocal_rank",
@@ -49,4 +48,5 @@ __all__ = [
     "score_retrieval",
     "summarize",
     "table",
+    "weights_of",
 ]

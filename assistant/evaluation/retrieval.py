@@ -8,15 +8,16 @@ Two more are built here, never used by the product:
 - `bylang`: routing by language alone (`keyword` for a Japanese question, `dense` for any
   other), without by-language's exception for questions naming an exact term;
 - `rrf:D:K`: both legs fused by RRF weighted D (dense) to K (keyword), e.g. `rrf:3:1`,
-  on the embedded engine with the same group filter inside the query.
+  with the same group filter inside the query: the product's request with `weights`,
+  through the index contract, so on either backend.
 """
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import get_args
 
 from assistant import sparse
-from assistant.index import DENSE, SPARSE, make_hit
+from assistant.index import SearchRequest, SparseTerms
 from assistant.retrieval import Passage, Retrieval, Searcher, current_versions, language_of
 from assistant.settings import EVERYONE
 
@@ -36,27 +37,10 @@ def check_mode(mode: str) -> None:
     raise ValueError(f"unknown retrieval mode {mode!r}; use {', '.join(MODES)}, rrf:D:K or bylang")
 
 
-def leg_request(mode: str, dense: list[float], keyword: Any, groups: list[str], limit: int):
-    """Both legs of the product's hybrid query (see hybrid_request) fused by weighted RRF
-    (`rrf:D:K`), with the asker's group filter in both."""
-    from qdrant_edge import Fusion, Prefetch, Query, QueryRequest
-
-    from assistant.index.edge import groups_filter
-
-    flt = groups_filter(groups)
-    _, dense_weight, keyword_weight = mode.split(":")
-    depth = max(40, limit)
-    return QueryRequest(
-        limit=limit,
-        prefetches=[
-            Prefetch(limit=depth, query=Query.Nearest(dense, using=DENSE), filter=flt),
-            Prefetch(limit=depth, query=Query.Nearest(keyword, using=SPARSE), filter=flt),
-        ],
-        query=Fusion.Rrf(k=60, weights=[float(dense_weight), float(keyword_weight)]),
-        filter=flt,
-        with_payload=True,
-        with_vector=True,
-    )
+def weights_of(mode: str) -> tuple[float, float]:
+    """The RRF weights (dense, keyword) of an `rrf:D:K` mode."""
+    _, dense, keyword = mode.split(":")
+    return float(dense), float(keyword)
 
 
 class Retriever:
@@ -72,35 +56,15 @@ class Retriever:
             mode = "keyword" if language_of(question) == "ja" else "dense"
         if mode in MODES:
             return self.searcher.search(question, self.groups, k, retrieval=mode)  # type: ignore[arg-type]
-        from qdrant_edge import SparseVector
-
-        from assistant.index.edge import EdgeIndex, weigh_terms
-
-        index = self.searcher.index
-        if not isinstance(index, EdgeIndex):
-            raise ValueError("rrf:D:K needs the embedded index (no TAIMATSU_QDRANT_URL)")
-        if not question.strip() or not index.exists():
+        if not question.strip() or not self.searcher.index.exists():
             return []
         self.searcher.check_model()
-        dense = self.searcher.embedder.embed_query(question)
-        keyword = sparse.embed_query(question)
-        with index.shard() as shard:
-            terms = (list(keyword.indices), list(keyword.values))
-            weighted = SparseVector(*weigh_terms(shard, terms, self.groups))
-            points = shard.query(leg_request(mode, dense, weighted, self.groups, k))
-        hits = []
-        for point in points:
-            vectors = point.vector or {}
-            terms = vectors.get(SPARSE)
-            hits.append(
-                make_hit(
-                    str(point.id),
-                    float(point.score),
-                    dict(point.payload or {}),
-                    dense,
-                    list(keyword.indices),
-                    vectors.get(DENSE),
-                    list(terms.indices) if terms else None,
-                )
-            )
+        request = SearchRequest(
+            self.searcher.embedder.embed_query(question),
+            SparseTerms.of(sparse.embed_query(question)),
+            self.groups,
+            limit=k,
+            weights=weights_of(mode),
+        )
+        hits = self.searcher.index.search(request)
         return [Passage.from_hit(r, h) for r, h in enumerate(current_versions(hits), start=1)]

@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import GoldError
-from assistant.evaluation.retrieval import DEPTH, MODES, Retriever, check_mode, leg_request
+from assistant.evaluation.retrieval import DEPTH, MODES, Retriever, check_mode, weights_of
 from assistant.retrieval import Passage, Searcher
 from assistant.settings import Settings
 
-__all__ = ["DEPTH", "MODES", "Retriever", "check_mode", "leg_request"]  # re-exported
+__all__ = ["DEPTH", "MODES", "Retriever", "check_mode", "weights_of"]  # re-exported
 
 JUDGE_SYSTEM = (
     "You check answers written from documents. Reply with one word: YES if every fact "

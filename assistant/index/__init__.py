@@ -1,6 +1,7 @@
 """The index: one contract (`base`), two backends (`edge`, embedded; `server`, a Qdrant
 server or cluster), and `open_index`, which picks one from the settings. Nothing outside
-this package imports a backend module: everything the product needs is on `Index`."""
+this package imports a backend module: everything the product needs is on `Index` and
+the names below."""
 
 from __future__ import annotations
 
@@ -13,14 +14,19 @@ from assistant.index.base import (
     ChunkPoint,
     DeleteDocument,
     DocInfo,
+    Field,
     Hit,
     Index,
     Legs,
     Operation,
+    SearchRequest,
     SetGroups,
+    SparseTerms,
     Upsert,
-    make_hit,
+    disk_full,
+    is_disk_full,
 )
+from assistant.index.stats import groups_in_index, index_stats
 
 if TYPE_CHECKING:
     from assistant.settings import Settings
@@ -32,13 +38,19 @@ __all__ = [
     "ChunkPoint",
     "DeleteDocument",
     "DocInfo",
+    "Field",
     "Hit",
     "Index",
     "Legs",
     "Operation",
+    "SearchRequest",
     "SetGroups",
+    "SparseTerms",
     "Upsert",
-    "make_hit",
+    "disk_full",
+    "groups_in_index",
+    "index_stats",
+    "is_disk_full",
     "open_index",
 ]
 

@@ -1,5 +1,6 @@
-"""The embedded backend: one Qdrant Edge shard under `<data_dir>/index`, and its stamp
-in `<data_dir>/index.json`.
+"""The embedded backend: one Qdrant Edge shard under `<data_dir>/index`, with its model
+stamp beside it (see EdgeIndex). The contract's shared reads and filters come from
+assistant/index/base.py; this module translates them into the engine's types.
 
 The engine locks its folder for one open handle, in one process. So that the ingestion
 cron and the page work side by side, the shard is opened only for short critical
@@ -9,7 +10,6 @@ waits and retries until `lock_timeout` (see ../shared/DESIGN.md, decision 3).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +46,35 @@ from qdrant_edge import (
 )
 
 from assistant.embedder import ModelStamp
-from assistant.errors import DiskFull, ModelMismatch, StoreBusy, StoreError
+from assistant.errors import ModelMismatch, StoreBusy, StoreError
 from assistant.index.base import (
     DENSE,
+    FACET_LIMIT,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    RRF_K,
     SPARSE,
-    TERMS,
-    ChunkPoint,
+    Condition,
     DeleteDocument,
-    DocInfo,
+    Field,
     Hit,
     Index,
-    Legs,
+    Match,
     Operation,
+    Record,
+    SearchRequest,
+    SparseTerms,
     Upsert,
-    make_hit,
+    Where,
+    disk_full,
+    document_filter,
+    groups_filter,
+    hits_of,
+    is_disk_full,
+    keyword_weights,
+    record_of,
     stamp_problem,
     stamp_record,
-    visible_idf,
     with_terms,
 )
 from assistant.index.edge_lock import SharedShard
@@ -77,22 +88,6 @@ _shared_guard = threading.Lock()
 # at any write), counted as WRITE_OVERHEAD times its points' bytes (WAL, storage, indexes).
 MIN_FREE_BYTES = 64 * 2**20
 WRITE_OVERHEAD = 4
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over file size
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """An OSError, or the engine's error (Rust's io::Error text "... (os error 28)"),
-    saying that the disk, the quota or the file size limit is full."""
-    if isinstance(exc, OSError):
-        return exc.errno in _FULL
-    return any(f"(os error {code})" in str(exc) for code in _FULL)
-
-
-def disk_full(folder: Path, detail: str = "") -> DiskFull:
-    return DiskFull(
-        f"the disk holding {folder} is full{detail}; free space on it and run again "
-        "(what was written before is kept)"
-    )
 
 
 def _bytes(op: Operation) -> int:
@@ -100,74 +95,53 @@ def _bytes(op: Operation) -> int:
     if not isinstance(op, Upsert):
         return 4096
     return sum(
-        4 * len(p.dense) + 8 * len(p.sparse_indices) + len(json.dumps(p.payload)) + 64
+        4 * len(p.dense) + 8 * len(p.sparse.indices) + len(json.dumps(p.payload)) + 64
         for p in op.points
     )
 
 
-def _match(key: str, value: str | int) -> FieldCondition:
-    return FieldCondition(key=key, match=MatchValue(value=value))
+def _condition(condition: Condition) -> FieldCondition:
+    if isinstance(condition, Match):
+        return FieldCondition(key=condition.key, match=MatchValue(value=condition.value))
+    return FieldCondition(key=condition.key, match=MatchAny(any=list(condition.values)))
 
 
-def groups_condition(groups: list[str]) -> FieldCondition:
-    """The asker's groups as an engine condition: a chunk is visible if it shares one."""
-    return FieldCondition(key="groups", match=MatchAny(any=sorted(set(groups))))
+def _filter(where: Where | None) -> Filter | None:
+    """A neutral filter (assistant/index/base.py) as the engine's."""
+    if where is None:
+        return None
+    return Filter(
+        must=[_condition(c) for c in where.must] or None,
+        must_not=[_condition(c) for c in where.must_not] or None,
+    )
 
 
-def groups_filter(groups: list[str]) -> Filter:
-    return Filter(must=[groups_condition(groups)])
+def _count_on(shard: EdgeShard, where: Where | None) -> int:
+    return shard.count(CountRequest(exact=True, filter=_filter(where)))
 
 
-def document_filter(root: str, source: str, keep_hash: str | None = None) -> Filter:
-    must_not = [_match("doc_hash", keep_hash)] if keep_hash else None
-    return Filter(must=[_match("root", root), _match("source", source)], must_not=must_not)
-
-
-def weigh_terms(
-    shard: Any, sparse: tuple[list[int], list[float]], groups: list[str]
-) -> tuple[list[int], list[float]]:
-    """The query's keyword weights with their IDF over the chunks the asker may read,
-    counted on the open shard with the asker's group filter, so that hidden chunks change
-    neither the scores nor the order (assistant/index/base.py, visible_idf)."""
-    visible = groups_condition(groups)
-
-    def count(term: int | None) -> int:
-        holding = [] if term is None else [_match(TERMS, term)]
-        return shard.count(CountRequest(exact=True, filter=Filter(must=[visible, *holding])))
-
-    return visible_idf(sparse, count)
-
-
-def hybrid_request(
-    dense: list[float],
-    sparse: tuple[list[int], list[float]],
-    groups: list[str],
-    limit: int,
-    candidates: int = 40,
-    legs: Legs = "both",
-) -> QueryRequest:
-    """Dense and keyword prefetches, each filtered by the asker's groups, fused by RRF;
-    or one leg alone (`legs`), with the same filter."""
-    flt = groups_filter(groups)
-    depth = max(candidates, limit)
-    keyword = SparseVector(list(sparse[0]), list(sparse[1]))
-    if legs != "both":
+def _query(request: SearchRequest, terms: SparseTerms) -> QueryRequest:
+    """Dense and keyword prefetches, each filtered by the asker's groups, fused by RRF
+    (weighted if the request says so); or one leg alone, with the same filter."""
+    flt = _filter(groups_filter(request.groups))
+    dense = Query.Nearest(request.dense, using=DENSE)
+    keyword = Query.Nearest(SparseVector(terms.indices, terms.values), using=SPARSE)
+    if request.legs != "both":
         return QueryRequest(
-            limit=limit,
-            query=Query.Nearest(dense, using=DENSE)
-            if legs == "dense"
-            else Query.Nearest(keyword, using=SPARSE),
+            limit=request.limit,
+            query=dense if request.legs == "dense" else keyword,
             filter=flt,
             with_payload=True,
             with_vector=True,
         )
+    weights = request.weights
     return QueryRequest(
-        limit=limit,
+        limit=request.limit,
         prefetches=[
-            Prefetch(limit=depth, query=Query.Nearest(dense, using=DENSE), filter=flt),
-            Prefetch(limit=depth, query=Query.Nearest(keyword, using=SPARSE), filter=flt),
+            Prefetch(limit=request.depth, query=dense, filter=flt),
+            Prefetch(limit=request.depth, query=keyword, filter=flt),
         ],
-        query=Fusion.Rrf(k=60),
+        query=Fusion.Rrf(k=RRF_K) if weights is None else Fusion.Rrf(k=RRF_K, weights=[*weights]),
         filter=flt,
         with_payload=True,
         with_vector=True,
@@ -181,7 +155,7 @@ def _operation(op: Operation) -> UpdateOperation:
             [
                 Point(
                     p.id,
-                    {DENSE: p.dense, SPARSE: SparseVector(p.sparse_indices, p.sparse_values)},
+                    {DENSE: p.dense, SPARSE: SparseVector(p.sparse.indices, p.sparse.values)},
                     with_terms(p),
                 )
                 for p in op.points
@@ -189,10 +163,10 @@ def _operation(op: Operation) -> UpdateOperation:
         )
     if isinstance(op, DeleteDocument):
         return UpdateOperation.delete_points_by_filter(
-            document_filter(op.root, op.source, op.keep_hash)
+            _filter(document_filter(op.root, op.source, op.keep_hash))
         )
     return UpdateOperation.set_payload_by_filter(
-        document_filter(op.root, op.source), {"groups": op.groups}
+        _filter(document_filter(op.root, op.source)), {Field.GROUPS: op.groups}
     )
 
 
@@ -251,7 +225,7 @@ class EdgeIndex(Index):
         generation = self.data_dir / "generations" / str(time.time_ns())
         config = EdgeConfig(
             vectors={DENSE: EdgeVectorParams(size=stamp.dim, distance=Distance.Cosine)},
-            sparse_vectors={SPARSE: EdgeSparseVectorParams()},  # IDF: see weigh_terms
+            sparse_vectors={SPARSE: EdgeSparseVectorParams()},  # IDF: see keyword_weights
         )
         try:
             shard = EdgeShard.create(str(generation / "shard"), config)
@@ -379,103 +353,45 @@ class EdgeIndex(Index):
             detail = f" ({free / 2**20:.0f} MB free, {need / 2**20:.0f} MB needed to write safely)"
             raise disk_full(self.data_dir, detail)
 
+    def optimize(self) -> None:
+        with self.shard(write=True) as shard:
+            shard.optimize()
+
+    def engine_version(self) -> str | None:
+        try:
+            return f"qdrant-edge-py {version('qdrant-edge-py')}"
+        except PackageNotFoundError:
+            return None
+
     # -- reads -----------------------------------------------------------------------
 
-    def _scroll(self, shard: EdgeShard, flt: Filter, fields: list[str] | bool, vectors=False):
-        offset = None
-        while True:
-            records, offset = shard.scroll(
-                ScrollRequest(
-                    offset=offset,
-                    limit=1024,
-                    filter=flt,
-                    with_payload=fields,
-                    with_vector=vectors,
-                )
-            )
-            yield from records
-            if offset is None:
-                return
-
-    def manifest(self, root: str) -> dict[str, DocInfo]:
-        if not self.exists():
-            return {}
-        found: dict[str, DocInfo] = {}
-        flt = Filter(must=[_match("root", root), _match("chunk", 0)])
+    def _page(
+        self, where: Where, fields: list[str] | bool, vectors: bool, offset: Any, size: int
+    ) -> tuple[list[Record], Any]:
+        request = ScrollRequest(
+            offset=offset,
+            limit=size,
+            filter=_filter(where),
+            with_payload=fields,
+            with_vector=vectors,
+        )
         with self.shard() as shard:
-            for record in self._scroll(shard, flt, ["source", "doc_hash", "groups"]):
-                payload = record.payload or {}
-                info = found.setdefault(payload["source"], DocInfo())
-                info.hashes.add(payload["doc_hash"])
-                info.groups = list(payload.get("groups") or [])
-        return found
+            records, offset = shard.scroll(request)
+        return [record_of(r) for r in records], offset
 
-    def document_groups(self, root: str, source: str) -> list[str] | None:
-        if not self.exists():
-            return None
-        flt = Filter(must=[*document_filter(root, source).must, _match("chunk", 0)])
+    def _count(self, where: Where | None) -> int:
         with self.shard() as shard:
-            records, _ = shard.scroll(ScrollRequest(limit=1, filter=flt, with_payload=["groups"]))
-        return list((records[0].payload or {}).get("groups") or []) if records else None
+            return _count_on(shard, where)
 
-    def roots(self) -> list[str]:
-        if not self.exists():
-            return []
+    def _facet(self, key: str, where: Where | None) -> dict[str, int]:
+        request = FacetRequest(key=key, limit=FACET_LIMIT, exact=True, filter=_filter(where))
         with self.shard() as shard:
-            facets = shard.facet(FacetRequest(key="root", limit=100_000, exact=True))
-        return sorted(str(hit.value) for hit in facets)
+            hits = shard.facet(request)
+        return {str(hit.value): int(hit.count) for hit in hits}
 
-    def points_of(self, root: str, source: str, doc_hash: str) -> list[ChunkPoint]:
-        flt = Filter(must=[*document_filter(root, source).must, _match("doc_hash", doc_hash)])
-        points = []
+    def search(self, request: SearchRequest) -> list[Hit]:
+        """The asker's IDF counts and the query in one critical section."""
         with self.shard() as shard:
-            for record in self._scroll(shard, flt, True, vectors=True):
-                vectors = record.vector or {}
-                sparse = vectors.get(SPARSE)
-                points.append(
-                    ChunkPoint(
-                        str(record.id),
-                        list(vectors[DENSE]),
-                        list(sparse.indices) if sparse else [],
-                        list(sparse.values) if sparse else [],
-                        dict(record.payload or {}),
-                    )
-                )
-        return sorted(points, key=lambda p: p.payload.get("chunk", 0))
-
-    def counts(self) -> dict[str, int]:
-        with self.shard() as shard:
-            chunks = shard.count(CountRequest(exact=True))
-            documents = shard.count(
-                CountRequest(exact=True, filter=Filter(must=[_match("chunk", 0)]))
-            )
-        return {"documents": documents, "chunks": chunks}
-
-    def hybrid(
-        self,
-        dense: list[float],
-        sparse: tuple[list[int], list[float]],
-        groups: list[str],
-        limit: int,
-        candidates: int = 40,
-        legs: Legs = "both",
-    ) -> list[Hit]:
-        with self.shard() as shard:
-            weighted = sparse if legs == "dense" else weigh_terms(shard, sparse, groups)
-            points = shard.query(hybrid_request(dense, weighted, groups, limit, candidates, legs))
-        hits = []
-        for point in points:
-            vectors = point.vector or {}
-            keyword = vectors.get(SPARSE)
-            hits.append(
-                make_hit(
-                    str(point.id),
-                    float(point.score),
-                    dict(point.payload or {}),
-                    dense,
-                    list(sparse[0]),
-                    vectors.get(DENSE),
-                    list(keyword.indices) if keyword else None,
-                )
-            )
-        return hits
+            terms = keyword_weights(request, lambda where: _count_on(shard, where))
+            points = shard.query(_query(request, terms))
+        return hits_of(request, [record_of(p) for p in points])

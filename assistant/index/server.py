@@ -1,6 +1,6 @@
 """The server backend: a Qdrant server or cluster through qdrant-client (`TAIMATSU_QDRANT_URL`).
 
-The schema, filters and queries are those of the embedded backend (edge_index.py), in
+The schema, filters and queries are those of base.py (shared with the embedded backend), in
 qdrant-client's models. The collection `TAIMATSU_QDRANT_COLLECTION` is an alias of a
 versioned collection `<name>-<ns>`, which carries the model stamp in its collection metadata;
 a rebuild fills a new versioned collection and moves the alias in one atomic request, so the
@@ -30,29 +30,37 @@ from assistant.embedder import ModelStamp
 from assistant.errors import ModelMismatch, StoreError
 from assistant.index.base import (
     DENSE,
+    FACET_LIMIT,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    RRF_K,
     SPARSE,
-    TERMS,
     ChunkPoint,
+    Condition,
     DeleteDocument,
-    DocInfo,
+    Field,
     Hit,
     Index,
-    Legs,
+    Match,
     Operation,
+    Record,
+    SearchRequest,
+    SparseTerms,
     Upsert,
-    make_hit,
+    Where,
+    document_filter,
+    groups_filter,
+    hits_of,
+    keyword_weights,
+    record_of,
     stamp_problem,
     stamp_record,
-    visible_idf,
     with_terms,
 )
 from assistant.settings import Settings
 
 TIMEOUT = 30  # seconds per request: connect, write with wait=True, or query
 STAMP_KEY = "taimatsu"  # the stamp's key in the collection metadata
-RRF_K = 60  # as the embedded backend's Fusion.Rrf(k=60); the server's default k is 2
 POINTS_PER_REQUEST = 1024  # a write larger than this goes in several requests
 # pauses before each new attempt at a call that found a server, which had answered
 # before, gone (restarting): about ten seconds in all, then the call fails
@@ -74,20 +82,44 @@ _REPEATABLE = frozenset(
 _sleep = time.sleep  # tests replace it (and count the pauses)
 
 
-def _match(key: str, value: str | int) -> models.FieldCondition:
-    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+def _condition(condition: Condition) -> models.FieldCondition:
+    if isinstance(condition, Match):
+        return models.FieldCondition(
+            key=condition.key, match=models.MatchValue(value=condition.value)
+        )
+    return models.FieldCondition(key=condition.key, match=models.MatchAny(any=[*condition.values]))
 
 
-def groups_filter(groups: list[str]) -> models.Filter:
-    """The asker's groups as an engine filter: a chunk is visible if it shares one."""
+def _filter(where: Where | None) -> models.Filter | None:
+    """A neutral filter (assistant/index/base.py) as qdrant-client's."""
+    if where is None:
+        return None
     return models.Filter(
-        must=[models.FieldCondition(key="groups", match=models.MatchAny(any=sorted(set(groups))))]
+        must=[_condition(c) for c in where.must] or None,
+        must_not=[_condition(c) for c in where.must_not] or None,
     )
 
 
-def document_filter(root: str, source: str, keep_hash: str | None = None) -> models.Filter:
-    must_not = [_match("doc_hash", keep_hash)] if keep_hash else None
-    return models.Filter(must=[_match("root", root), _match("source", source)], must_not=must_not)
+def _query(request: SearchRequest, terms: SparseTerms) -> dict[str, Any]:
+    """query_points' arguments: the legs as in the embedded backend's `_query`."""
+    flt = _filter(groups_filter(request.groups))
+    keyword = models.SparseVector(indices=terms.indices, values=terms.values)
+    if request.legs != "both":
+        dense = request.legs == "dense"
+        return {
+            "query": request.dense if dense else keyword,
+            "using": DENSE if dense else SPARSE,
+            "query_filter": flt,
+        }
+    weights = None if request.weights is None else [*request.weights]
+    return {
+        "prefetch": [
+            models.Prefetch(query=request.dense, using=DENSE, filter=flt, limit=request.depth),
+            models.Prefetch(query=keyword, using=SPARSE, filter=flt, limit=request.depth),
+        ],
+        "query": models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=weights)),
+        "query_filter": flt,
+    }
 
 
 def _operations(op: Operation) -> list[tuple[int, models.UpdateOperation]]:
@@ -95,23 +127,25 @@ def _operations(op: Operation) -> list[tuple[int, models.UpdateOperation]]:
     if isinstance(op, Upsert):
         # chunk 0 last: the manifest lists a version by its chunk 0, so a write split over
         # several requests and cut short leaves a version the next run sees as missing
-        ordered = sorted(op.points, key=lambda p: p.payload.get("chunk") == 0)
+        ordered = sorted(op.points, key=lambda p: p.payload.get(Field.CHUNK) == 0)
         return [
             (len(batch), models.UpsertOperation(upsert=models.PointsList(points=batch)))
             for start in range(0, len(ordered), POINTS_PER_REQUEST)
             if (batch := [_point(p) for p in ordered[start : start + POINTS_PER_REQUEST]])
         ]
     if isinstance(op, DeleteDocument):
-        selector = models.FilterSelector(filter=document_filter(op.root, op.source, op.keep_hash))
+        selector = models.FilterSelector(
+            filter=_filter(document_filter(op.root, op.source, op.keep_hash))
+        )
         return [(0, models.DeleteOperation(delete=selector))]
     payload = models.SetPayload(
-        payload={"groups": op.groups}, filter=document_filter(op.root, op.source)
+        payload={Field.GROUPS: op.groups}, filter=_filter(document_filter(op.root, op.source))
     )
     return [(0, models.SetPayloadOperation(set_payload=payload))]
 
 
 def _point(p: ChunkPoint) -> models.PointStruct:
-    keyword = models.SparseVector(indices=p.sparse_indices, values=p.sparse_values)
+    keyword = models.SparseVector(indices=p.sparse.indices, values=p.sparse.values)
     return models.PointStruct(
         id=p.id, vector={DENSE: p.dense, SPARSE: keyword}, payload=with_terms(p)
     )
@@ -335,7 +369,7 @@ class ServerIndex(Index):
                     DENSE: models.VectorParams(size=stamp.dim, distance=models.Distance.COSINE)
                 },
                 sparse_vectors_config={
-                    SPARSE: models.SparseVectorParams()  # IDF: per asker, see _weigh_terms
+                    SPARSE: models.SparseVectorParams()  # IDF: per asker, see keyword_weights
                 },
                 metadata={STAMP_KEY: stamp_record(stamp, time.time())},
                 shard_number=self.settings.qdrant_shards,
@@ -418,149 +452,57 @@ class ServerIndex(Index):
                         collection_name=self.name, update_operations=batch, wait=True
                     )
 
+    def optimize(self) -> None:
+        """Nothing to do: the server builds its indexes itself."""
+
+    def engine_version(self) -> str | None:
+        """The server's version, from its root endpoint on the configured URL."""
+        try:
+            with self._server():
+                info = self.client.info()
+        except Exception:  # a health line, never an error  # noqa: BLE001
+            return None
+        return f"Qdrant {info.version}"
+
     # -- reads -----------------------------------------------------------------------
 
-    def _scroll(
-        self, flt: models.Filter, fields: list[str] | bool, vectors: list[str] | bool = False
-    ) -> Iterator[models.Record]:
-        offset = None
-        while True:
-            with self._server():
-                records, offset = self.client.scroll(
-                    collection_name=self.name,
-                    scroll_filter=flt,
-                    limit=1024,
-                    offset=offset,
-                    with_payload=fields,
-                    with_vectors=vectors,
-                )
-            yield from records
-            if offset is None:
-                return
-
-    def manifest(self, root: str) -> dict[str, DocInfo]:
-        if not self.exists():
-            return {}
-        found: dict[str, DocInfo] = {}
-        flt = models.Filter(must=[_match("root", root), _match("chunk", 0)])
-        for record in self._scroll(flt, ["source", "doc_hash", "groups"]):
-            payload = record.payload or {}
-            info = found.setdefault(payload["source"], DocInfo())
-            info.hashes.add(payload["doc_hash"])
-            info.groups = list(payload.get("groups") or [])
-        return found
-
-    def document_groups(self, root: str, source: str) -> list[str] | None:
-        if not self.exists():
-            return None
-        flt = models.Filter(
-            must=[_match("root", root), _match("source", source), _match("chunk", 0)]
-        )
-        for record in self._scroll(flt, ["groups"]):
-            return list((record.payload or {}).get("groups") or [])
-        return None
-
-    def roots(self) -> list[str]:
-        if not self.exists():
-            return []
+    def _page(
+        self, where: Where, fields: list[str] | bool, vectors: bool, offset: Any, size: int
+    ) -> tuple[list[Record], Any]:
         with self._server():
-            facets = self.client.facet(
-                collection_name=self.name, key="root", limit=100_000, exact=True
-            )
-        return sorted(str(hit.value) for hit in facets.hits)
-
-    def points_of(self, root: str, source: str, doc_hash: str) -> list[ChunkPoint]:
-        flt = models.Filter(
-            must=[_match("root", root), _match("source", source), _match("doc_hash", doc_hash)]
-        )
-        points = []
-        for record in self._scroll(flt, True, vectors=[DENSE, SPARSE]):
-            vectors: Any = record.vector or {}
-            sparse = vectors.get(SPARSE)
-            points.append(
-                ChunkPoint(
-                    str(record.id),
-                    list(vectors[DENSE]),
-                    list(sparse.indices) if sparse else [],
-                    list(sparse.values) if sparse else [],
-                    dict(record.payload or {}),
-                )
-            )
-        return sorted(points, key=lambda p: p.payload.get("chunk", 0))
-
-    def counts(self) -> dict[str, int]:
-        with self._server():
-            chunks = self.client.count(collection_name=self.name, exact=True).count
-            documents = self.client.count(
+            records, offset = self.client.scroll(
                 collection_name=self.name,
-                count_filter=models.Filter(must=[_match("chunk", 0)]),
+                scroll_filter=_filter(where),
+                limit=size,
+                offset=offset,
+                with_payload=fields,
+                with_vectors=vectors,
+            )
+        return [record_of(r) for r in records], offset
+
+    def _count(self, where: Where | None) -> int:
+        with self._server():
+            return self.client.count(self.name, count_filter=_filter(where), exact=True).count
+
+    def _facet(self, key: str, where: Where | None) -> dict[str, int]:
+        with self._server():
+            response = self.client.facet(
+                collection_name=self.name,
+                key=key,
+                facet_filter=_filter(where),
+                limit=FACET_LIMIT,
                 exact=True,
-            ).count
-        return {"documents": documents, "chunks": chunks}
+            )
+        return {str(hit.value): int(hit.count) for hit in response.hits}
 
-    def _weigh_terms(
-        self, sparse: tuple[list[int], list[float]], visible: models.Filter
-    ) -> tuple[list[int], list[float]]:
-        """The query's keyword weights with their IDF over the chunks the asker may read
-        (counted with the asker's filter; see assistant/index/base.py, visible_idf)."""
-
-        def count(term: int | None) -> int:
-            holding = [] if term is None else [_match(TERMS, term)]
-            flt = models.Filter(must=[*(visible.must or []), *holding])  # type: ignore[misc]
-            return self.client.count(self.name, count_filter=flt, exact=True).count
-
+    def search(self, request: SearchRequest) -> list[Hit]:
         with self._server():
-            return visible_idf(sparse, count)
-
-    def hybrid(
-        self,
-        dense: list[float],
-        sparse: tuple[list[int], list[float]],
-        groups: list[str],
-        limit: int,
-        candidates: int = 40,
-        legs: Legs = "both",
-    ) -> list[Hit]:
-        flt = groups_filter(groups)
-        depth = max(candidates, limit)
-        if legs != "dense":
-            sparse = self._weigh_terms(sparse, flt)
-        keyword = models.SparseVector(indices=list(sparse[0]), values=list(sparse[1]))
-        if legs == "both":
-            query: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K))
-            prefetch: Any = [
-                models.Prefetch(query=dense, using=DENSE, filter=flt, limit=depth),
-                models.Prefetch(query=keyword, using=SPARSE, filter=flt, limit=depth),
-            ]
-            using = None
-        else:
-            query = dense if legs == "dense" else keyword
-            prefetch = None
-            using = DENSE if legs == "dense" else SPARSE
-        with self._server():
+            terms = keyword_weights(request, self._count)
             response = self.client.query_points(
                 collection_name=self.name,
-                prefetch=prefetch,
-                query=query,
-                using=using,
-                query_filter=flt,
-                limit=limit,
+                **_query(request, terms),
+                limit=request.limit,
                 with_payload=True,
                 with_vectors=True,  # for the hits' similarity and keyword coverage
             )
-        hits = []
-        for point in response.points:
-            vectors: Any = point.vector or {}
-            terms = vectors.get(SPARSE)
-            hits.append(
-                make_hit(
-                    str(point.id),
-                    float(point.score),
-                    dict(point.payload or {}),
-                    dense,
-                    list(sparse[0]),
-                    vectors.get(DENSE),
-                    list(terms.indices) if terms else None,
-                )
-            )
-        return hits
+        return hits_of(request, [record_of(p) for p in response.points])

@@ -8,7 +8,7 @@ from pathlib import Path
 from assistant import sparse
 from assistant.embedder import Embedder
 from assistant.errors import QuestionTooLong
-from assistant.index import Hit, open_index
+from assistant.index import Field, Hit, SearchRequest, SparseTerms, open_index
 from assistant.retrieval.rerank import Reranker
 from assistant.retrieval.routing import Retrieval, language_of, legs_for
 from assistant.settings import EVERYONE, Settings
@@ -33,14 +33,14 @@ class Passage:
         return cls(
             rank=rank,
             score=round(hit.score, 6),
-            source=str(payload.get("source", "")),
-            page=payload.get("page"),
-            section=payload.get("section") or None,
+            source=str(payload.get(Field.SOURCE, "")),
+            page=payload.get(Field.PAGE),
+            section=payload.get(Field.SECTION) or None,
             text=hit.text,
             chunk_id=hit.id,
             similarity=hit.similarity,
             coverage=hit.coverage,
-            root=str(payload.get("root", "")),
+            root=str(payload.get(Field.ROOT, "")),
         )
 
     def as_hit_json(self) -> dict[str, object]:
@@ -109,18 +109,18 @@ class Searcher:
         if not query or not self.index.exists():
             return []
         self.check_model()
-        keyword = sparse.embed_query(query)
         limit = k or self.settings.top_k
         # a few more than asked, so that passages tied at the cut are all seen and the
         # order below decides between them, not the engine's internal point order
         fetch = max(limit, self.settings.rerank_candidates) if self.reranker else limit + TIES
-        hits = self.index.hybrid(
+        request = SearchRequest(
             self.embedder.embed_query(query),
-            (list(keyword.indices), list(keyword.values)),
+            SparseTerms.of(sparse.embed_query(query)),
             [*groups, EVERYONE],  # everyone is in "everyone"
             limit=fetch,
             legs=legs_for(query, retrieval or self.settings.retrieval),
         )
+        hits = self.index.search(request)
         hits = sorted(current_versions(hits), key=lambda h: (-h.score, h.id))
         hits = self.reranker.rerank(query, hits, limit) if self.reranker else hits[:limit]
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
@@ -145,14 +145,13 @@ def current_versions(hits: list[Hit]) -> list[Hit]:
     A replacement writes the new version and removes the old in one critical section; only
     a crash between the two leaves both in the index (until the next run cleans up), and
     then the asker still sees one version: the newest."""
+
+    def document(hit: Hit) -> tuple[str, str]:
+        return str(hit.payload.get(Field.ROOT)), str(hit.payload.get(Field.SOURCE))
+
     newest: dict[tuple[str, str], tuple[float, str]] = {}
     for hit in hits:
-        key = (str(hit.payload.get("root")), str(hit.payload.get("source")))
-        stamp = (float(hit.payload.get("indexed_at") or 0), str(hit.payload.get("doc_hash")))
-        newest[key] = max(newest.get(key, stamp), stamp)
-    return [
-        hit
-        for hit in hits
-        if newest[(str(hit.payload.get("root")), str(hit.payload.get("source")))][1]
-        == str(hit.payload.get("doc_hash"))
-    ]
+        payload = hit.payload
+        stamp = (float(payload.get(Field.INDEXED_AT) or 0), str(payload.get(Field.DOC_HASH)))
+        newest[document(hit)] = max(newest.get(document(hit), stamp), stamp)
+    return [hit for hit in hits if newest[document(hit)][1] == str(hit.payload.get(Field.DOC_HASH))]

@@ -337,3 +337,31 @@ def test_modes_serialise_as_before_and_old_stored_turns_still_load(tmp_path):
     assert first["answer"]["mode"] == Mode.GENERATED and first["answer"] == body
     assert old["answer"]["mode"] == Mode.SOURCES_ONLY
     assert Mode(old["answer"]["mode"]) is Mode.SOURCES_ONLY
+
+
+def test_ask_reads_one_question_per_line_and_answers_each_as_one_json_line(sample_settings):
+    """`taimatsu ask -`: the questions of stdin in one process (the model loads once), one
+    JSON object per question in order; a line that cannot be asked gets an error object
+    and the others are still answered (exit code 1 says one failed)."""
+    lines = [
+        "What is the minimum password length?",
+        "",
+        "x" * 300,
+        "在宅勤務は週に何日まで認められていますか？",
+    ]
+    with FakeOllama() as server:
+        settings = sample_settings.model_copy(update={"ollama_host": server.url})
+        result = run_cli(
+            "ask",
+            "-",
+            "--json",
+            settings=settings,
+            stdin="\n".join(lines) + "\n",
+            extra_env={"TAIMATSU_MAX_QUESTION_CHARS": "200"},
+        )
+    assert result.returncode == 1, result.stderr
+    bodies = json_lines(result.stdout)
+    assert [b["question"] for b in bodies] == [lines[0], lines[2], lines[3]]
+    assert bodies[0]["mode"] == "generated" and bodies[0]["citations"]
+    assert "too long" in bodies[1]["error"] and "answer" not in bodies[1]
+    assert bodies[2]["mode"] in ("generated", "not-found")

@@ -30,8 +30,7 @@ from assistant.evaluation import (
     summarize,
     table,
 )
-from assistant.index import SetGroups
-from assistant.index.edge import EdgeIndex
+from assistant.index import SetGroups, open_index
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor
@@ -275,7 +274,7 @@ def test_single_leg_modes_use_the_group_filter(gold_slice, embedder):
     question = items[0].question
     source = retriever.search(question, "keyword")[0].source  # everyone's documents
     root = str((EVAL_DATA / name / "corpus").resolve())
-    index = EdgeIndex(settings.data_dir)
+    index = open_index(settings)
     index.write([SetGroups(root, source, ["hr"])])
     try:
         for mode in ("dense", "keyword", "hybrid", "by-language", "bylang", "rrf:1:3"):

@@ -29,7 +29,9 @@ from assistant.index.base import (
     ChunkPoint,
     DeleteDocument,
     Index,
+    SearchRequest,
     SetGroups,
+    SparseTerms,
     Upsert,
     stamp_problem,
 )
@@ -186,16 +188,17 @@ def test_group_filter_is_applied_in_the_engine(settings, model, backend, corpus)
         assert ("en/vpn-troubleshooting.pdf" in sources) is visible, groups
         assert "en/it-onboarding.txt" in sources
     # the engine returns nothing else: no hit of the hidden document even at depth 100
-    hits = backend.hybrid(model.embed_query("VPN"), ([], []), ["sales", "everyone"], 100)
+    vpn, none = model.embed_query("VPN"), SparseTerms([], [])
+    hits = backend.search(SearchRequest(vpn, none, ["sales", "everyone"], 100))
     assert hits and all(h.payload["groups"] == ["everyone"] for h in hits)
-    assert backend.hybrid(model.embed_query("VPN"), ([], []), ["sales"], 100) == []
+    assert backend.search(SearchRequest(vpn, none, ["sales"], 100)) == []
     # each leg alone keeps the filter too
-    keyword = sparse.embed_query("VPN-0x2F")
-    terms = (list(keyword.indices), list(keyword.values))
+    terms = SparseTerms.of(sparse.embed_query("VPN-0x2F"))
     for legs in ("dense", "keyword"):
-        hits = backend.hybrid(model.embed_query("VPN-0x2F"), terms, ["everyone"], 100, legs=legs)
+        request = SearchRequest(model.embed_query("VPN-0x2F"), terms, ["everyone"], 100, legs=legs)
+        hits = backend.search(request)
         assert hits and all(h.payload["groups"] == ["everyone"] for h in hits), legs
-        assert backend.hybrid(model.embed_query("VPN"), terms, ["sales"], 100, legs=legs) == []
+        assert backend.search(SearchRequest(vpn, terms, ["sales"], 100, legs=legs)) == []
 
 
 def test_exact_code_and_japanese_question(samples_index, model):
@@ -248,15 +251,15 @@ def test_both_backends_hold_the_same_index(sample_settings, server_samples, embe
     (doc_hash,) = server.manifest(root)[source].hashes
     ours, theirs = server.points_of(root, source, doc_hash), edge.points_of(root, source, doc_hash)
     assert [p.id for p in ours] == [p.id for p in theirs]
-    assert [p.sparse_indices for p in ours] == [p.sparse_indices for p in theirs]
+    assert [p.sparse.indices for p in ours] == [p.sparse.indices for p in theirs]
     assert all(
         p.dense == pytest.approx(q.dense, abs=1e-6) for p, q in zip(ours, theirs, strict=True)
     )
     question = "What does error VPN-0x2F mean?"
-    keyword = sparse.embed_query(question)
-    args = (embedder.embed_query(question), (list(keyword.indices), list(keyword.values)))
-    ours_hits = {h.id: h for h in server.hybrid(*args, ["everyone"], 5)}
-    theirs_hits = {h.id: h for h in edge.hybrid(*args, ["everyone"], 5)}
+    terms = SparseTerms.of(sparse.embed_query(question))
+    request = SearchRequest(embedder.embed_query(question), terms, ["everyone"], 5)
+    ours_hits = {h.id: h for h in server.search(request)}
+    theirs_hits = {h.id: h for h in edge.search(request)}
     common = set(ours_hits) & set(theirs_hits)
     assert common and any(ours_hits[i].coverage > 0 for i in common)
     for i in common:  # the same relevance signals for the same chunk
@@ -311,7 +314,8 @@ def test_writes_wait_and_hybrid_filters_every_leg(settings, model, local_client,
     Ingestor(settings, model, index=index).run(corpus)
     writes = recording.named("batch_update_points")
     assert writes and all(w["wait"] is True for w in writes)
-    assert index.hybrid(model.embed_query("leave"), ([1], [1.0]), ["hr", "everyone"], 4)
+    terms = SparseTerms([1], [1.0])
+    assert index.search(SearchRequest(model.embed_query("leave"), terms, ["hr", "everyone"], 4))
     (query,) = recording.named("query_points")
     groups = models.Filter(
         must=[models.FieldCondition(key="groups", match=models.MatchAny(any=["everyone", "hr"]))]
@@ -440,9 +444,10 @@ def test_over_the_wire_only_the_url_is_asked(stand_in, tmp_path):
 def test_over_the_wire_writes_wait_and_queries_filter(stand_in, tmp_path):
     url = f"http://127.0.0.1:{stand_in.server_address[1]}"
     index = ServerIndex(Settings(data_dir=tmp_path / "data", qdrant_url=url))
-    point = ChunkPoint("4b0d8f3e-3c9e-4d1b-9a57-1f0c1e2d3a4b", [0.6, 0.8], [7], [1.0], {"chunk": 0})
+    terms = SparseTerms([7], [1.0])
+    point = ChunkPoint("4b0d8f3e-3c9e-4d1b-9a57-1f0c1e2d3a4b", [0.6, 0.8], terms, {"chunk": 0})
     index.write([Upsert([point]), DeleteDocument("/docs", "a.md", keep_hash="h1")])
-    assert index.hybrid([0.6, 0.8], ([7], [1.0]), ["hr"], 3) == []
+    assert index.search(SearchRequest([0.6, 0.8], terms, ["hr"], 3)) == []
     assert [(m, path) for m, path, _ in _StandIn.seen] == [
         ("POST", "/collections/taimatsu/points/batch?wait=true"),
         ("POST", "/collections/taimatsu/points/count"),  # the asker's chunks

@@ -36,7 +36,7 @@ def test_copy_of_the_data_folder_restores_the_index(settings, embedder, tmp_path
 
 
 def _sources(settings, embedder) -> set[str]:
-    from assistant.index.edge import EdgeIndex
+    from assistant.index import open_index
 
-    root = next(iter(EdgeIndex(settings.data_dir).roots()))
-    return set(EdgeIndex(settings.data_dir).manifest(root))
+    index = open_index(settings)
+    return set(index.manifest(next(iter(index.roots()))))

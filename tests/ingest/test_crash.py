@@ -133,7 +133,7 @@ def settings_for(data: Path) -> Settings:
 KILL_HOOK = """
 import os, signal
 import assistant.index.edge as edge
-from assistant.index.base import Upsert
+from assistant.index.base import Upsert, document_filter
 from qdrant_edge import CountRequest
 
 _after = int(os.environ["TAIMATSU_TEST_KILL_AFTER_UPSERTS"])
@@ -150,7 +150,7 @@ def _operation(op):
 
 def _replaces(shard, upsert):
     first = upsert.points[0].payload
-    others = edge.document_filter(first["root"], first["source"], first["doc_hash"])
+    others = edge._filter(document_filter(first["root"], first["source"], first["doc_hash"]))
     return shard.count(CountRequest(exact=True, filter=others)) > 0
 
 

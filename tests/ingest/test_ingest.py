@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import IngestError, ModelMismatch
-from assistant.index import SCHEMA_VERSION
-from assistant.index.edge import EdgeIndex as Store
+from assistant.index import SCHEMA_VERSION, open_index
 from assistant.retrieval import Searcher
 from ingest.acl import glob_regex
 from ingest.parsing import parse
@@ -26,6 +25,11 @@ def corpus(tmp_path: Path) -> Path:
     return folder
 
 
+def stamp_file(settings) -> Path:
+    """The embedded index's model stamp, where every version has kept it on disk."""
+    return settings.data_dir / "index" / "stamp.json"
+
+
 def _sources(searcher: Searcher, query: str, k: int = 10) -> list[str]:
     return [p.source for p in searcher.search(query, ["everyone"], k)]
 
@@ -36,7 +40,7 @@ def test_second_run_over_unchanged_files_embeds_nothing(settings, embedder, corp
     assert first.chunks_embedded > 8
     second = Ingestor(settings, embedder).run(corpus)
     assert (second.added, second.updated, second.unchanged, second.chunks_embedded) == (0, 0, 8, 0)
-    counts = Store(settings.data_dir).counts()
+    counts = open_index(settings).counts()
     assert counts == {"documents": 8, "chunks": first.chunks_embedded}
 
 
@@ -58,7 +62,7 @@ def test_changed_file_replaces_its_old_chunks(settings, embedder, corpus):
     texts = [p.text for p in searcher.search("staff Wi-Fi network name", ["everyone"], 20)]
     assert any("ZEPHYR-NET-77" in t for t in texts)
     assert not any("KIRI-STAFF" in t for t in texts)  # the old version is gone
-    assert Store(settings.data_dir).counts()["documents"] == 8
+    assert open_index(settings).counts()["documents"] == 8
 
 
 def test_deleted_file_disappears_from_search(settings, embedder, corpus):
@@ -99,7 +103,7 @@ def test_interrupted_replacement_is_finished_by_the_next_run(settings, embedder,
     leaves two versions; the next run keeps exactly the current one, without embedding."""
     ingestor = Ingestor(settings, embedder)
     ingestor.run(corpus)
-    store = Store(settings.data_dir)
+    store = open_index(settings)
     before = store.counts()["chunks"]
     doc = corpus / "ja" / "オフィス案内.txt"
     doc.write_text(doc.read_text(encoding="utf-8") + "\n■ 屋上庭園\n金曜日のみ開放。\n", "utf-8")
@@ -119,12 +123,12 @@ def test_interrupted_replacement_is_finished_by_the_next_run(settings, embedder,
     assert store.manifest(root)["ja/オフィス案内.txt"].hashes == {new_hash}
     fresh = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
     Ingestor(fresh, embedder).run(corpus)
-    assert store.counts() == Store(fresh.data_dir).counts()
+    assert store.counts() == open_index(fresh).counts()
 
 
 def test_other_model_is_refused_with_reindex_hint(settings, embedder, corpus):
     Ingestor(settings, embedder).run(corpus)
-    stamp_path = Store(settings.data_dir).stamp_path
+    stamp_path = stamp_file(settings)
     stamp = json.loads(stamp_path.read_text())
     stamp["model"]["checksum"] = "0" * 64
     stamp_path.write_text(json.dumps(stamp))
@@ -137,7 +141,7 @@ def test_an_index_of_an_older_schema_is_refused_and_reindex_rebuilds_it(settings
     keyword scores must not be mixed with this version's: queries and runs refuse it in
     one sentence, `taimatsu reindex` rebuilds it."""
     Ingestor(settings, embedder).run(corpus)
-    stamp_path = Store(settings.data_dir).stamp_path
+    stamp_path = stamp_file(settings)
     stamp = json.loads(stamp_path.read_text())
     stamp["schema"] = 1
     stamp_path.write_text(json.dumps(stamp))
@@ -208,7 +212,7 @@ def test_broken_acl_file_stops_the_run_before_anything_is_written(settings, embe
     (corpus / ".taimatsu-acl.toml").write_text('[[rule]]\npattern = "x"\ngroups = "hr"\n')
     with pytest.raises(IngestError, match="non-empty list of group names"):
         Ingestor(settings, embedder).run(corpus)
-    assert not Store(settings.data_dir).exists()
+    assert not open_index(settings).exists()
 
 
 def test_moved_file_reuses_its_vectors(settings, embedder, corpus):
@@ -224,7 +228,7 @@ def test_moved_file_reuses_its_vectors(settings, embedder, corpus):
 
 def test_reindex_rebuilds_from_the_sources(settings, corpus):
     first = json_lines(run_cli("ingest", str(corpus), "--json", settings=settings).stdout)[0]
-    stamp_path = Store(settings.data_dir).stamp_path
+    stamp_path = stamp_file(settings)
     stamp = json.loads(stamp_path.read_text())
     stamp["model"]["checksum"] = "0" * 64  # as if another model had written the index
     stamp_path.write_text(json.dumps(stamp))
@@ -247,12 +251,12 @@ def test_sharded_workers_split_the_files_and_together_index_all(settings, embedd
     summaries = [Ingestor(settings, embedder).run(corpus, shard=shard) for shard in shards]
     assert sum(s.added for s in summaries) == 8 and all(s.deleted == 0 for s in summaries)
     assert sorted(s.files_seen for s in summaries) != [0, 0, 8]  # really split
-    index = Store(settings.data_dir)
+    index = open_index(settings)
     fresh = settings.model_copy(update={"data_dir": settings.data_dir.parent / "whole"})
     Ingestor(fresh, embedder).run(corpus)
     root = str(corpus.resolve())
     assert {s: i.hashes for s, i in index.manifest(root).items()} == {
-        s: i.hashes for s, i in Store(fresh.data_dir).manifest(root).items()
+        s: i.hashes for s, i in open_index(fresh).manifest(root).items()
     }
     # a file deleted from the share of worker k is removed by worker k only
     victim = "en/it-onboarding.txt"

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from assistant import sparse
-from assistant.index import DENSE, SPARSE
-from assistant.index.edge import EdgeIndex
+from assistant.index import DENSE, SPARSE, Field, SearchRequest, SparseTerms, open_index
 from assistant.retrieval import Searcher
 from ingest.pipeline import Ingestor
 
@@ -55,15 +54,14 @@ def index(tmp_path_factory, embedder):
 def one_leg(settings, embedder, query: str, leg: str) -> list[str]:
     """Sources ranked by one leg alone, as the product runs it (the same group filter as
     the hybrid; the keyword leg with its IDF over the asker's chunks)."""
-    keyword = sparse.embed_query(query)
-    hits = EdgeIndex(settings.data_dir).hybrid(
+    request = SearchRequest(
         embedder.embed_query(query),
-        (list(keyword.indices), list(keyword.values)),
+        SparseTerms.of(sparse.embed_query(query)),
         ["everyone"],
         3,
         legs="dense" if leg == DENSE else "keyword",
     )
-    return [h.payload["source"] for h in hits]
+    return [h.payload[Field.SOURCE] for h in open_index(settings).search(request)]
 
 
 def test_query_that_only_the_keyword_leg_answers(index, embedder):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.index import SetGroups
-from assistant.index.edge import EdgeIndex
+from assistant.index import SetGroups, open_index
 from assistant.retrieval import Searcher, legs_for
 from ingest.pipeline import Ingestor
 from tests.conftest import SAMPLES, json_lines, run_cli
@@ -87,7 +86,7 @@ def test_group_filter_is_applied_in_the_engine(settings, embedder):
     """A document restricted to `hr` is invisible to `sales` and visible to `hr`."""
     Ingestor(settings, embedder).run(SAMPLES)
     root = str(SAMPLES.resolve())
-    EdgeIndex(settings.data_dir).write([SetGroups(root, "en/vpn-troubleshooting.pdf", ["hr"])])
+    open_index(settings).write([SetGroups(root, "en/vpn-troubleshooting.pdf", ["hr"])])
     searcher = Searcher(settings, embedder)
     for groups, visible in ((["sales"], False), (["hr"], True), (["sales", "hr"], True)):
         sources = {h.source for h in searcher.search("VPN-0x2F error", groups, 20)}
@@ -119,7 +118,7 @@ def test_search_json_and_stdin_mode(sample_settings):
 def test_search_groups_option(settings, embedder):
     Ingestor(settings, embedder).run(SAMPLES)
     root = str(SAMPLES.resolve())
-    EdgeIndex(settings.data_dir).write([SetGroups(root, "en/expenses.html", ["finance"])])
+    open_index(settings).write([SetGroups(root, "en/expenses.html", ["finance"])])
     args = ("search", "taxi reimbursed after 22:00", "--json", "-k", "10")
     outsider = json_lines(run_cli(*args, "--groups", "sales", settings=settings).stdout)[0]
     insider = json_lines(run_cli(*args, "--groups", "sales,finance", settings=settings).stdout)[0]

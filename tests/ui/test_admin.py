@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.index.edge import EdgeIndex
+from assistant.index import open_index
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.acl import ACL_FILE_NAME, Acl
@@ -112,7 +112,7 @@ def test_page_shows_the_index_the_runs_with_failures_and_health(admin_page, admi
     with FakeOllama() as server:
         ollama = server.url
         app = admin_page(ollama)
-    counts = EdgeIndex(settings.data_dir).counts()
+    counts = open_index(settings).counts()
     assert [m.value for m in app.metric] == [str(counts["documents"]), str(counts["chunks"])]
     by_kind, by_root, runs = (d.value for d in app.dataframe)
     assert {"pdf", "docx", "html", "md", "txt"} <= set(by_kind["Type"])
@@ -266,36 +266,6 @@ def test_the_page_is_for_administrators_only(monkeypatch, admin_env):
     called.run()
     assert [e.value for e in called.error] == [STRINGS["admin_only"]["en"]]
     assert not called.title
-
-
-def test_statistics_are_the_same_on_both_backends(tmp_path, embedder):
-    """assistant/index/stats.py asks each backend in its own terms; the answers agree."""
-    from qdrant_client import QdrantClient
-
-    from assistant.index.server import ServerIndex
-    from assistant.index.stats import groups_in_index, index_stats
-
-    docs = tmp_path / "docs"
-    (docs / "hr").mkdir(parents=True)
-    (docs / "a.md").write_text("# Alpha\n\nAlpha is the first letter.\n", "utf-8")
-    (docs / "b.txt").write_text("Beta follows alpha in the Greek alphabet.\n", "utf-8")
-    (docs / "hr" / "pay.md").write_text("# Pay\n\nSalaries are paid monthly.\n", "utf-8")
-    (docs / ACL_FILE_NAME).write_text('[[rule]]\npattern = "hr/**"\ngroups = ["hr"]\n', "utf-8")
-    settings = Settings(data_dir=tmp_path / "data", ollama_host=closed_port_url())
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
-    try:
-        indexes = [EdgeIndex(settings.data_dir), ServerIndex(settings, client=client)]
-        for index in indexes:
-            Ingestor(settings, embedder, index=index).run(docs)
-        edge, server = ([index_stats(i), groups_in_index(i)] for i in indexes)
-    finally:
-        client.close()
-    assert edge == server
-    stats, groups = edge
-    assert (stats["documents"], groups) == (3, ["everyone", "hr"])
-    assert {row["kind"]: row["documents"] for row in stats["by_kind"]} == {"md": 2, "txt": 1}
-    assert sum(row["chunks"] for row in stats["by_kind"]) == stats["chunks"]
-    assert [(r["root"], r["documents"]) for r in stats["by_root"]] == [(str(docs.resolve()), 3)]
 
 
 # -- in a real browser ------------------------------------------------------------------------

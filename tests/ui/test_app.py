@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from assistant.answering import History
-from assistant.index.edge import EdgeIndex
+from assistant.index import open_index
 from ingest.pipeline import Ingestor
 from tests.conftest import closed_port_url
 from tests.ollama_server import FakeOllama
@@ -110,7 +110,7 @@ def test_empty_index_answers_that_nothing_was_found(page, tmp_path):
 def test_busy_index_is_one_sentence_not_a_traceback(page, sample_settings, monkeypatch):
     app = page(closed_port_url())
     monkeypatch.setenv("TAIMATSU_LOCK_TIMEOUT", "0.5")
-    with EdgeIndex(sample_settings.data_dir).shard(write=True):  # a writer holds the index
+    with open_index(sample_settings).shard(write=True):  # a writer holds the embedded index
         _ask(app, "When are taxi fares reimbursed?")
     errors = app.chat_message[1].error
     assert [e.value for e in errors] == [STRINGS["busy"]["en"]]

@@ -41,7 +41,7 @@ def fail(message: str) -> typer.Exit:
 def _disk_full(exc: OSError) -> typer.Exit:
     """A disk that filled up outside the index (the runs log, a lock file) as one line;
     any other OSError is a bug, raised again with its traceback."""
-    from assistant.index.edge import disk_full, is_disk_full
+    from assistant.index import disk_full, is_disk_full
     from assistant.settings import Settings
 
     if not is_disk_full(exc):

@@ -159,17 +159,44 @@ def search(
 
 @app.command()
 def ask(
-    question: Annotated[str, typer.Argument(help="The question, in English or Japanese.")],
+    question: Annotated[
+        str,
+        typer.Argument(
+            help="The question, in English or Japanese, or - to read one per line from stdin."
+        ),
+    ],
     as_json: JsonOpt = False,
     groups: GroupsOpt = None,
 ) -> None:
     """Answer a question from the documents, with numbered citations."""
-    from assistant.answering import AnswerDone, Answerer, Mode, TextDelta
+    from assistant.answering import Answerer
     from assistant.retrieval import Searcher
 
     settings = Settings()
     asker = _groups(settings, groups)
-    answerer = Answerer(settings, Searcher(settings))
+    answerer = Answerer(settings, Searcher(settings))  # the model loads once for every line
+    if question != "-":
+        _answer_one(answerer, question, asker, as_json)
+        return
+    failed = 0
+    for line in sys.stdin:
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            _answer_one(answerer, text, asker, as_json)
+        except TaimatsuError as exc:  # one bad line (too long...) does not stop the others
+            failed += 1
+            if as_json:
+                _print_json({"question": text, "error": str(exc)})
+            else:
+                typer.echo(f"taimatsu: error: {exc}", err=True)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _answer_one(answerer: Any, question: str, asker: list[str], as_json: bool) -> None:
+    from assistant.answering import AnswerDone, Mode, TextDelta
+
     for event in answerer.stream(question, asker):
         if isinstance(event, TextDelta) and not as_json:
             typer.echo(event.text, nl=False)

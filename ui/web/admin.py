@@ -16,8 +16,7 @@ import streamlit as st
 
 from assistant.answering import Answerer
 from assistant.errors import TaimatsuError
-from assistant.index import Index
-from assistant.index.stats import engine_version, groups_in_index, index_stats
+from assistant.index import Index, groups_in_index, index_stats
 from assistant.settings import EVERYONE, Settings
 from assistant.status import collect
 from ingest.runs import recent_runs
@@ -47,7 +46,7 @@ def _stats(settings_json: str, _index: Index, generation: str) -> dict[str, Any]
         stats["groups"] = groups_in_index(_index)
     except TaimatsuError as exc:
         return {"error": str(exc)}
-    stats["engine"] = engine_version(_index)
+    stats["engine"] = _index.engine_version()
     stats["exists"] = _index.exists()
     return stats
 
