@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -31,6 +32,8 @@ from assistant.embedder import Embedder  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from ingest.chunker import Chunker  # noqa: E402
 from ingest.parsing import parse, supported  # noqa: E402
+
+WEIGHTED = os.environ.get("WEIGHTED") == "1"
 
 
 def squash(text: str) -> str:
@@ -76,8 +79,11 @@ class Ranker:
         terms = list(zip(q.indices, q.values, strict=True))
         scores = [sum(w * idf[t] * v.get(t, 0.0) for t, w in terms) for v in self.vectors]
         order = sorted(range(total), key=lambda i: (-scores[i], i))[:10]
-        wanted = set(q.indices)
-        share = [len(wanted & set(self.vectors[i])) / len(wanted) if wanted else 0.0 for i in order]
+        mass = sum(idf.values()) or 1.0
+        if WEIGHTED:  # the share of the question's IDF mass the chunk holds
+            share = [sum(idf[t] for t in idf if t in self.vectors[i]) / mass for i in order]
+        else:  # the share of the question's terms the chunk holds
+            share = [sum(t in self.vectors[i] for t in idf) / max(1, len(idf)) for i in order]
         return order, share
 
 

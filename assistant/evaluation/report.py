@@ -20,6 +20,10 @@ METRICS = [
     ("ndcg10", "nDCG@10"),
 ]
 EXTRAS = [
+    ("passage_hit5", "passage hit@5"),
+    ("passage_mrr10", "passage MRR@10"),
+    ("answerable_let_through", "answered"),
+    ("unanswerable_refused", "unans. refused"),
     ("ms_per_query", "ms/query"),
     ("chunks", "chunks"),
     ("ingest_seconds", "ingest s"),

@@ -55,9 +55,15 @@ JUDGE_PROMPT = "Passages:\n\n{passages}\n\nSentence: {sentence}\n\nIs the senten
 class GoldItem:
     id: str
     question: str
-    sources: tuple[str, ...]
+    sources: tuple[str, ...]  # empty for a question the documents do not answer
     answer: str | None = None
     lang: str | None = None
+    passage: str | None = None  # the words of a source that answer it (natural sets)
+    style: str | None = None
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.sources)
 
 
 def load_gold(path: Path) -> list[GoldItem]:
@@ -76,15 +82,22 @@ def load_gold(path: Path) -> list[GoldItem]:
         sources = row.get("sources", row.get("source")) if isinstance(row, dict) else None
         sources = [sources] if isinstance(sources, str) else sources
         question = row.get("question") if isinstance(row, dict) else None
-        if not isinstance(question, str) or not question.strip() or not sources:
-            raise GoldError(f"{path}:{number} needs a question and its gold source(s)")
+        unanswerable = isinstance(row, dict) and row.get("answerable") is False
+        if not isinstance(question, str) or not question.strip():
+            raise GoldError(f"{path}:{number} needs a question")
+        if bool(sources) == unanswerable:
+            raise GoldError(
+                f'{path}:{number} needs its gold source(s), or "answerable": false and no sources'
+            )
         items.append(
             GoldItem(
                 str(row.get("id") or number),
                 question.strip(),
-                tuple(map(str, sources)),
+                tuple(map(str, sources or [])),
                 row.get("answer"),
                 row.get("lang"),
+                row.get("passage"),
+                row.get("style"),
             )
         )
     if not items:
@@ -153,6 +166,8 @@ class QuestionResult:
     faithfulness: float | None = None
     answer_seconds: float | None = None
     answer: str | None = None
+    passage_rank: int | None = None  # of the first passage holding the gold passage
+    let_through: bool | None = None  # the answer gate's decision, when scored
 
 
 @dataclass
@@ -185,27 +200,80 @@ def _source(item: Any) -> str:
     return item if isinstance(item, str) else str(item.source)
 
 
-def score_retrieval(name: str, items: Sequence[GoldItem], ranker: Ranker) -> SettingScores:
-    """Run every question through `ranker` and score the ranked sources."""
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def holds_passage(text: str, passage: str, width: int = 50) -> bool:
+    """Whether a retrieved passage holds the gold passage, or a run of it long enough to
+    answer from (`width` characters; a gold passage may straddle two chunks)."""
+    text, passage = _squash(text), _squash(passage)
+    if not passage:
+        return False
+    if passage in text:
+        return True
+    width = min(width, len(passage))
+    return any(passage[i : i + width] in text for i in range(0, len(passage) - width + 1, 5))
+
+
+def passage_rank(found: Sequence[Any], item: GoldItem, k: int = DEPTH) -> int | None:
+    """1-based rank of the first passage from a gold source that holds the gold passage."""
+    if not item.passage:
+        return None
+    gold = set(item.sources)
+    for rank, p in enumerate(found[:k], start=1):
+        if _source(p) in gold and holds_passage(str(getattr(p, "text", "")), item.passage):
+            return rank
+    return None
+
+
+Gate = Callable[[str, Sequence[Any]], bool]  # the answer gate: answer from these passages?
+
+
+def score_retrieval(
+    name: str, items: Sequence[GoldItem], ranker: Ranker, gate: Gate | None = None
+) -> SettingScores:
+    """Run every question through `ranker` and score the ranked sources (and, where the
+    gold names it, the gold passage). Unanswerable questions are not ranked: with a
+    `gate`, they are asked too, and scored by whether the gate refuses them."""
     results = []
+    refused = []
     for item in items:
         started = time.perf_counter()
         found = list(ranker(item.question))[:DEPTH]
         seconds = time.perf_counter() - started
+        through = gate(item.question, found) if gate else None
+        if not item.answerable:
+            refused.append(not through)
+            continue
         ranked = [_source(p) for p in found]
-        results.append(
-            QuestionResult(
-                item.id,
-                item.question,
-                list(item.sources),
-                ranked,
-                first_relevant(ranked, set(item.sources)),
-                round(seconds, 4),
-                max((getattr(p, "similarity", 0.0) for p in found), default=0.0),
-                max((getattr(p, "coverage", 0.0) for p in found), default=0.0),
-            )
+        result = QuestionResult(
+            item.id,
+            item.question,
+            list(item.sources),
+            ranked,
+            first_relevant(ranked, set(item.sources)),
+            round(seconds, 4),
+            max((getattr(p, "similarity", 0.0) for p in found), default=0.0),
+            max((getattr(p, "coverage", 0.0) for p in found), default=0.0),
         )
-    return summarize(name, items, results)
+        result.passage_rank = passage_rank(found, item)
+        result.let_through = through
+        results.append(result)
+    answerable = [item for item in items if item.answerable]
+    row = summarize(name, answerable, results)
+    if any(item.passage for item in answerable):
+        ranks = [r.passage_rank for r in results]
+        row.extra["passage_hit5"] = round(sum(1 for r in ranks if r and r <= 5) / len(ranks), 4)
+        row.extra["passage_mrr10"] = round(sum(1 / r for r in ranks if r) / len(ranks), 4)
+    if gate:
+        row.extra["answerable_let_through"] = round(
+            statistics.fmean(bool(r.let_through) for r in results), 4
+        )
+        if refused:
+            row.extra["unanswerable_refused"] = round(statistics.fmean(refused), 4)
+            row.extra["unanswerable"] = len(refused)
+    return row
 
 
 def summarize(name: str, items: Sequence[GoldItem], results: list[QuestionResult]):
@@ -341,8 +409,13 @@ def run_eval(
 
     searcher = searcher or Searcher(settings)
     retriever = Retriever(searcher, groups)
+    answerer = Answerer(settings, searcher)
+
+    def gate(question: str, found: Sequence[Any]) -> bool:  # on the passages it would read
+        return answerer.answerable(question, list(found[: settings.top_k]))
+
     rows = [
-        score_retrieval(mode, items, lambda q, mode=mode: retriever.search(q, mode))
+        score_retrieval(mode, items, lambda q, mode=mode: retriever.search(q, mode), gate)
         for mode in modes
     ]
     available = model_available(settings)
@@ -351,6 +424,7 @@ def run_eval(
     product = next((row for row in rows if row.name == settings.retrieval), None)
     if answers and product:  # answers go through the product's own configured path
         judge = Judge(settings) if available else None
-        score_answers(product, items, Answerer(settings, searcher), retriever.groups, judge)
+        answerable = [item for item in items if item.answerable]
+        score_answers(product, answerable, answerer, retriever.groups, judge)
         product.extra["model"] = settings.llm_model if available else None
     return rows

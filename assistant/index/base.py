@@ -40,7 +40,8 @@ from assistant.errors import DiskFull
 
 Legs = Literal["both", "dense", "keyword"]  # which retrieval legs a query runs
 
-SCHEMA_VERSION = 2  # 2: keyword IDF over the asker's chunks (payload "terms", no modifier)
+SCHEMA_VERSION = 3  # 3: Japanese keyword terms are content words (assistant.japanese)
+# 2: keyword IDF over the asker's chunks (payload "terms", no modifier)
 DENSE = "dense"  # the names of the two vectors
 SPARSE = "bm25"
 RRF_K = 60  # reciprocal rank fusion's k, on both backends (the server's default is 2)

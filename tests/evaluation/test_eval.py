@@ -22,16 +22,18 @@ from assistant.evaluation import (
     citation_precision,
     first_relevant,
     hit_at,
+    holds_passage,
     html_report,
     load_gold,
     ndcg_at,
     reciprocal_rank,
     run_eval,
+    score_retrieval,
     summarize,
     table,
 )
 from assistant.index import SetGroups, open_index
-from assistant.retrieval import Searcher
+from assistant.retrieval import Passage, Searcher
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor
 from tests.conftest import ROOT, closed_port_url, run_cli
@@ -107,11 +109,51 @@ def test_gold_file_is_read_and_checked(tmp_path):
     assert items[0] == GoldItem("q1", "Why?", ("a.md", "b.md"), "Because.", None)
     assert items[1].id == "3" and items[1].sources == ("c.md",)
     gold.write_text('{"question": "no gold"}\n', encoding="utf-8")
-    with pytest.raises(GoldError, match=r"gold.jsonl:1 needs a question and its gold source"):
+    with pytest.raises(GoldError, match=r"gold.jsonl:1 needs its gold source\(s\), or"):
         load_gold(gold)
+    gold.write_text('{"question": "x?", "answerable": false, "sources": ["a.md"]}\n', "utf-8")
+    with pytest.raises(GoldError, match=r"gold.jsonl:1 needs its gold source\(s\), or"):
+        load_gold(gold)
+    gold.write_text(
+        '{"question": "Cafeteria menu?", "answerable": false, "sources": []}\n'
+        '{"question": "Leave?", "sources": ["a.md"], "passage": "20 days", "style": "short"}\n',
+        encoding="utf-8",
+    )
+    unanswerable, natural = load_gold(gold)
+    assert not unanswerable.answerable and unanswerable.sources == ()
+    assert natural.answerable and (natural.passage, natural.style) == ("20 days", "short")
     gold.write_text("not json\n", encoding="utf-8")
     with pytest.raises(GoldError, match="is not JSON"):
         load_gold(gold)
+
+
+def test_passages_and_the_gate_are_scored_on_natural_sets():
+    """A natural gold row names the words that answer it: a hit at the passage level is a
+    passage from a gold source that holds them; unanswerable questions are not ranked but
+    scored by whether the gate refuses them."""
+    items = [
+        GoldItem("a", "leave?", ("leave.md",), passage="Employees get 20 days of paid leave."),
+        GoldItem("b", "vpn?", ("vpn.md",), passage="Restart the client after error 809."),
+        GoldItem("u", "cafeteria?", ()),
+    ]
+    found = {
+        "leave?": [
+            Passage(1, 1.0, "leave.md", None, None, "Sick leave is separate.", "c1"),
+            Passage(
+                2, 0.9, "leave.md", None, None, "All Employees get 20 days of paid leave.", "c2"
+            ),
+        ],
+        "vpn?": [Passage(1, 1.0, "vpn.md", None, None, "The VPN gateway is vpn.example.", "c3")],
+        "cafeteria?": [Passage(1, 1.0, "menu.md", None, None, "Lunch is at noon.", "c4")],
+    }
+    row = score_retrieval("x", items, found.__getitem__, gate=lambda q, p: q != "cafeteria?")
+    assert row.questions == 2 and row.hit1 == 1.0
+    assert [r.passage_rank for r in row.results] == [2, None]
+    assert row.extra["passage_hit5"] == 0.5 and row.extra["passage_mrr10"] == 0.25
+    assert row.extra["answerable_let_through"] == 1.0 and row.extra["unanswerable_refused"] == 1.0
+    long = "If the client reports error 809, restart it and check that UDP port 500 is open."
+    assert holds_passage("…reports error 809, restart it and check that UDP port 500 is", long)
+    assert not holds_passage("error 809, restart it", long)
 
 
 def test_answer_sentences_keep_their_markers():
