@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -137,6 +138,14 @@ def reranked(name: str, items: list[GoldItem], searcher: Searcher, model: Path) 
     )
 
 
+@dataclass(frozen=True)
+class Found:
+    """A retrieved node as the scoring reads it: its source and its text."""
+
+    source: str
+    text: str
+
+
 def plain_llama_index(corpus: Path, items: list[GoldItem]) -> SettingScores:
     from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
@@ -151,10 +160,14 @@ def plain_llama_index(corpus: Path, items: list[GoldItem]) -> SettingScores:
     retriever = index.as_retriever(similarity_top_k=10)
     root = corpus.resolve()
 
-    def search(question: str) -> list[str]:
+    def search(question: str) -> list[Found]:
         nodes = retriever.retrieve(question)
         return [
-            Path(n.node.metadata["file_path"]).resolve().relative_to(root).as_posix() for n in nodes
+            Found(
+                Path(n.node.metadata["file_path"]).resolve().relative_to(root).as_posix(),
+                n.node.get_content(),
+            )
+            for n in nodes
         ]
 
     row = score_retrieval("plain llama-index VectorStoreIndex (defaults)", items, search)
