@@ -11,12 +11,20 @@ question a line) and optionally `conversations.jsonl`:
      "sources": ["maint-guide-ja/ch-start.ja.html"], "passage": "…", "style": "polite"}
     {"id": "ja-u01", "lang": "ja", "question": "…", "answerable": false, "sources": []}
     {"id": "conv-ja-01", "lang": "ja", "turns": [{"question": "…", "sources": […],
-     "passage": "…", "kind": "first" | "follow-up" | "topic-change"}, …]}
+     "passage": "…", "kind": "first" | "topic-change"},
+     {"question": "それって取り消せる？", "standalone": "NMUをアップロードしたあとで取り消せる？",
+      "sources": […], "passage": "…", "kind": "follow-up"}, …]}
+
+A follow-up turn's `standalone` is the question rewritten as one standalone question in
+the turn's language (pronouns and ellipses resolved from the earlier turns, nothing
+added): the answer an Ollama-protocol test server gives the product's rewrite step.
 
 Rules, each a failure:
 - ids unique; `lang` is en or ja; an answerable question has sources that exist in the
   corpus and a `passage`, found verbatim (whitespace aside) in the text the product's own
   parser reads from one of those sources; an unanswerable one has no sources.
+- A follow-up turn has a non-empty `standalone` string; a first or topic-change turn has
+  none.
 - A question copies its document when it shares with the gold document's text a run of
   COPY_WORDS words (English) or COPY_CHARS characters (Japanese, whitespace and
   punctuation removed, NFKC). Names of commands and options are allowed to be shared:
@@ -165,6 +173,12 @@ def check_set(folder: Path) -> tuple[list[str], Counter]:
                     if kind not in KINDS or (t == 1) != (kind == "first"):
                         problems.append(f"{where} turn {t}: kind must be one of {sorted(KINDS)}")
                     stats[f"turn {kind}"] += 1
+                    standalone = turn.get("standalone")
+                    if kind == "follow-up":
+                        if not isinstance(standalone, str) or not standalone.strip():
+                            problems.append(f"{where} turn {t}: a follow-up needs a standalone")
+                    elif "standalone" in turn:
+                        problems.append(f"{where} turn {t}: only a follow-up has a standalone")
                     _check_item(turn, f"{where} turn {t}", corpus, lang, problems)
     return problems, stats
 
