@@ -11,6 +11,7 @@ from assistant.evaluation.report import bar_chart, html_report, table
 from assistant.evaluation.retrieval import DEPTH, MODES, Retriever, check_mode, weights_of
 from assistant.evaluation.scoring import (
     JUDGE_SYSTEM,
+    ConversationTurn,
     GoldItem,
     QuestionResult,
     SettingScores,
@@ -19,10 +20,12 @@ from assistant.evaluation.scoring import (
     first_relevant,
     hit_at,
     holds_passage,
+    load_conversations,
     load_gold,
     ndcg_at,
     reciprocal_rank,
     run_eval,
+    score_conversations,
     score_retrieval,
     summarize,
 )
@@ -30,6 +33,7 @@ from assistant.evaluation.scoring import (
 __all__ = [
     "DEPTH",
     "JUDGE_SYSTEM",
+    "ConversationTurn",
     "MODES",
     "GoldItem",
     "QuestionResult",
@@ -43,10 +47,12 @@ __all__ = [
     "hit_at",
     "holds_passage",
     "html_report",
+    "load_conversations",
     "load_gold",
     "ndcg_at",
     "reciprocal_rank",
     "run_eval",
+    "score_conversations",
     "score_retrieval",
     "summarize",
     "table",

