@@ -55,6 +55,13 @@ class Settings(BaseSettings):
         4000, ge=100, description="Longer questions are refused with a message (not truncated)."
     )
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model per question.")
+    passages_per_document: int = Field(
+        2,
+        ge=0,
+        le=50,
+        description="At most this many of a question's passages from one document, so that "
+        "one long page does not crowd out the others (0: no limit).",
+    )
     retrieval: Literal["by-language", "hybrid", "dense", "keyword"] = Field(
         "by-language",
         description="by-language: keyword leg for Japanese questions, dense for others (both "

@@ -73,6 +73,26 @@ class Passage:
 
 
 TIES = 10  # extra passages fetched to break ties by id (RRF gives many equal scores)
+DEPTH_PER_PASSAGE = 4  # hits looked at per passage returned, to spread them over documents
+
+
+def spread(hits: list[Hit], limit: int, per_document: int) -> list[Hit]:
+    """The first `limit` hits, in order, taking at most `per_document` from one document
+    (0: no limit) while others are left; then the best of the rest, if any are missing."""
+    if not per_document:
+        return hits[:limit]
+    taken: list[Hit] = []
+    left: list[Hit] = []
+    count: dict[tuple[str, str], int] = {}
+    for hit in hits:
+        key = (str(hit.payload.get(Field.ROOT)), str(hit.payload.get(Field.SOURCE)))
+        if count.get(key, 0) < per_document and len(taken) < limit:
+            taken.append(hit)
+            count[key] = count.get(key, 0) + 1
+        else:
+            left.append(hit)
+    order = {hit.id: n for n, hit in enumerate(hits)}
+    return sorted(taken + left[: limit - len(taken)], key=lambda h: order[h.id])
 
 
 class Searcher:
@@ -112,7 +132,12 @@ class Searcher:
         limit = k or self.settings.top_k
         # a few more than asked, so that passages tied at the cut are all seen and the
         # order below decides between them, not the engine's internal point order
-        fetch = max(limit, self.settings.rerank_candidates) if self.reranker else limit + TIES
+        per_document = self.settings.passages_per_document
+        fetch = limit * DEPTH_PER_PASSAGE if per_document else limit
+        if self.reranker:  # it reads the best fused candidates, then orders them
+            fetch = max(limit, self.settings.rerank_candidates)
+        else:
+            fetch += TIES
         request = SearchRequest(
             self.embedder.embed_query(query),
             SparseTerms.of(sparse.embed_query(query)),
@@ -122,7 +147,8 @@ class Searcher:
         )
         hits = self.index.search(request)
         hits = sorted(current_versions(hits), key=lambda h: (-h.score, h.id))
-        hits = self.reranker.rerank(query, hits, limit) if self.reranker else hits[:limit]
+        hits = self.reranker.rerank(query, hits, len(hits)) if self.reranker else hits
+        hits = spread(hits, limit, per_document)
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
 
 

@@ -4,11 +4,14 @@ hybrid finding both; Japanese through the keyword leg's character bigrams."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from assistant import sparse
 from assistant.index import DENSE, SPARSE, Field, SearchRequest, SparseTerms, open_index
 from assistant.retrieval import Searcher
+from assistant.settings import Settings
 from ingest.pipeline import Ingestor
 
 DOCS = {
@@ -122,6 +125,7 @@ def test_reranker_orders_the_fused_candidates(index, embedder, cross_encoder_dir
     from sentence_transformers import CrossEncoder
 
     query = "what should I do about a fault code on the unit"
+    index = index.model_copy(update={"passages_per_document": 0})  # the reranker alone
     plain = Searcher(index, embedder).search(query, ["everyone"], 8)
     reranking = index.model_copy(
         update={"reranker_model_dir": cross_encoder_dir, "rerank_candidates": 8}
@@ -134,6 +138,33 @@ def test_reranker_orders_the_fused_candidates(index, embedder, cross_encoder_dir
     expected = [p.chunk_id for _, p in ranked][:3]
     assert [p.chunk_id for p in reranked] == expected
     assert [p.rank for p in reranked] == [1, 2, 3]
+
+
+def test_passages_are_spread_over_documents(tmp_path, embedder):
+    """No document takes more than `passages_per_document` of a question's passages while
+    others match (one long page crowded out the rest); with 0, the fused order decides."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    long = "\n\n".join(
+        f"## Leave rule {n}\n\nAnnual paid leave rule {n}: employees request paid leave days "
+        f"in the leave portal, and the leave balance shows remaining paid leave days {n}."
+        for n in range(12)
+    )
+    (docs / "leave-handbook.md").write_text(f"# Leave handbook\n\n{long}\n", "utf-8")
+    for name in ("travel", "remote", "benefits"):
+        (docs / f"{name}.md").write_text(
+            f"# {name}\n\nThe {name} policy; for days off, see the handbook.\n", "utf-8"
+        )
+    settings = Settings(data_dir=tmp_path / "data", ollama_host="http://127.0.0.1:9")
+    Ingestor(settings, embedder).run(docs)
+    query = "how do I request paid leave days?"
+    spread = Searcher(settings, embedder).search(query, ["everyone"], 5)
+    alone = Searcher(settings.model_copy(update={"passages_per_document": 0}), embedder)
+    crowded = Counter(p.source for p in alone.search(query, ["everyone"], 5))
+    per_source = Counter(p.source for p in spread)
+    assert crowded["leave-handbook.md"] > 2, crowded  # without the limit: one page crowds
+    assert max(per_source.values()) <= 2 and len(per_source) >= 4, per_source
+    assert [p.rank for p in spread] == [1, 2, 3, 4, 5]
 
 
 def test_reranker_off_by_default(index, embedder):
