@@ -15,6 +15,7 @@ questions, and the time to compute the chunks' vectors (ingestion's cost).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -87,10 +88,34 @@ class Ranker:
         return order, share
 
 
+def mecab_words(text: str) -> list[str]:
+    """fugashi + unidic-lite, for comparison: the same parts of speech, UniDic lemmas."""
+    from assistant import japanese
+
+    tagger = _tagger()
+    words = []
+    for word in tagger(text):
+        pos1, pos2 = word.feature.pos1, word.feature.pos2
+        lemma = (word.feature.lemma or word.surface).split("-")[0]
+        if pos1 not in {"名詞", "動詞", "形容詞", "形状詞"} or pos2 in ("数詞", "非自立可能"):
+            continue
+        if lemma in japanese._LIGHT or (len(lemma) == 1 and not japanese._kanji(lemma)):
+            continue
+        words.append(lemma)
+    return words
+
+
+@functools.lru_cache(maxsize=1)
+def _tagger():  # noqa: ANN202
+    import fugashi
+
+    return fugashi.Tagger()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--schemes", nargs="+", default=list(sparse.SCHEMES))
+    parser.add_argument("--schemes", nargs="+", default=[*sparse.SCHEMES, "mecab"])
     args = parser.parse_args()
     answerable, unanswerable = load(args.folder)
     settings = Settings()
@@ -101,6 +126,11 @@ def main() -> None:
     print(f"{len(chunks)} chunks, {len(answerable)} answerable, {len(unanswerable)} not")
     print("scheme | doc hit@1 @5 @10 MRR@10 | passage hit@5 MRR@10 | coverage ans/unans | index s")
     for scheme in args.schemes:
+        if scheme == "mecab":  # words, cut by fugashi + unidic-lite instead of Sudachi
+            import assistant.japanese
+
+            assistant.japanese.content_words = mecab_words
+            scheme = "words"
         started = time.perf_counter()
         vectors = []
         for _, text in chunks:
