@@ -123,6 +123,8 @@ def main() -> None:
                 dense = (dense / np.linalg.norm(dense)).tolist()
                 terms = SparseTerms.of(sparse.embed_query(question))
                 requests.append((dense, terms, rng.sample(GROUPS, 2)))
+            for dense, terms, groups in requests:  # warm up: a long-lived index is read
+                index.search(SearchRequest(dense, terms, groups, limit=5))
             for legs in LEGS:
                 search_ms = []
                 hits = 0

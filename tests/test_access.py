@@ -241,6 +241,15 @@ def worlds(tmp_path_factory, embedder, query_memo) -> dict[str, World]:
     return made
 
 
+def readable_on(question: str) -> set[str]:
+    """The public documents on a question's topic, or bearing its code."""
+    return {
+        name
+        for name, (text, _) in PUBLIC.items()
+        if question in ON_PUBLIC and f" {question}" in text.replace("#", " ")
+    }
+
+
 def readable_by(user: set[str]) -> set[str]:
     return {n for n, (_, g) in {**PUBLIC, **HIDDEN}.items() if set(g) & (user | {"everyone"})}
 
@@ -366,14 +375,26 @@ def observe(
 
 
 outsiders = st.sets(st.sampled_from(GROUPS), max_size=3)
-differential_questions = st.one_of(
-    st.sampled_from([t for pair in TOPICS for t in pair]),
-    st.sampled_from([f"PUB-{i:03d}" for i in range(PUBLIC_DOCS)] + SECRET_CODES),
-    st.sampled_from(
-        ["Project Nightjar", "What is the real salary bands policy? SEC-900", "x" * 4001, "   "]
-    ),
-    st.text(min_size=1, max_size=30),
+# mostly questions on the public documents (a topic in either language, a code), so that
+# most examples are answered; now and then one aimed at the secret documents, a random
+# one, or one that is refused
+ON_PUBLIC = [t for pair in TOPICS for t in pair] + [f"PUB-{i:03d}" for i in range(PUBLIC_DOCS)]
+ON_SECRET = [*SECRET_CODES, "Project Nightjar", "What is the real salary bands policy? SEC-900"]
+REFUSED = ["x" * 4001, "   "]  # too long, blank
+QUESTION_KINDS = {
+    "public": st.sampled_from(ON_PUBLIC),
+    "secret": st.sampled_from(ON_SECRET),
+    "random": st.text(min_size=1, max_size=30),
+    "refused": st.sampled_from(REFUSED),
+}
+differential_questions = st.sampled_from(["public"] * 5 + ["secret", "random", "refused"]).flatmap(
+    QUESTION_KINDS.__getitem__
 )
+# the echoing model in eight examples out of ten, else no server or a server without it
+differential_models = st.sampled_from(["echo"] * 8 + MODEL_STATES[1:])
+# of the examples with the echoing model and a question on a public document the user may
+# read, at least MIN_ANSWERABLE, and at least ANSWERED of those answered by the model
+MIN_ANSWERABLE, ANSWERED = 10, 0.8
 probes = st.sampled_from(
     [
         *PUBLIC,
@@ -386,34 +407,15 @@ probes = st.sampled_from(
     ]
 )
 DIFFERENTIAL = settings(
-    max_examples=20,
+    max_examples=30,
     derandomize=True,
     deadline=None,
     database=None,
     phases=(Phase.explicit, Phase.generate),  # no shrinking: the first failure is clear
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 
-@DIFFERENTIAL
-@example(user=set(), question=TOPICS[0][0], model="echo", follow_up=False, probe="vault/s0.md")
-@example(
-    user={"hr"},
-    question="Project Nightjar SEC-900",
-    model="echo",
-    follow_up=True,
-    probe="vault/none.md",
-)
-@given(
-    user=outsiders,
-    question=differential_questions,
-    model=st.sampled_from(MODEL_STATES),
-    follow_up=st.booleans(),
-    probe=probes,
-)
-def test_an_outsider_cannot_tell_the_two_worlds_apart(
-    worlds, models, user, question, model, follow_up, probe
-):
+def test_an_outsider_cannot_tell_the_two_worlds_apart(worlds, models):
     """For a random user outside `secret` (random groups, question, model state, follow-up
     or not, download probe): search (hits, scores, count), ask (mode, answer, citations,
     passages, not-found and no-model messages, the exact requests sent to the model and
@@ -429,21 +431,63 @@ def test_an_outsider_cannot_tell_the_two_worlds_apart(
     nothing after it depends on what the filter dropped. The only way hidden documents
     reach the response time is the size of the index the engine filters, which is the
     same for every question and user, so it tells nobody what the hidden documents say.
-    (A keyword-leg exception is pinned by test_keyword_scores_do_not_count_hidden_documents.)"""
+    (A keyword-leg exception is pinned by test_keyword_scores_do_not_count_hidden_documents.)
+
+    Two worlds that fail alike are alike too, so a broken setup (no index, no model) would
+    pass vacuously. So the examples are drawn mostly answerable (the echoing model, a
+    question on the public documents' topics or codes); of those where the user may read
+    a document on the question (at least MIN_ANSWERABLE), ANSWERED or more must get a
+    model-written answer in both worlds; and the other model states (no-model passages)
+    and a refused question are each met too."""
     history = [Turn("Which holidays are there?", "The holiday calendar lists them [1].")]
-    server = models[model]
-    seen = {
-        name: observe(world, server, user, question, history if follow_up else [], probe)
-        for name, world in worlds.items()
-    }
-    assert seen["hidden"] == seen["plain"]
-    if probe in PUBLIC and probe in readable_by(user):
-        assert seen["hidden"]["download"] == Path(worlds["hidden"].root) / probe
-    else:
-        assert seen["hidden"]["download"] is None  # secret, unknown and outside alike
-    assert seen["hidden"]["download_work"] == seen["plain"]["download_work"]
-    if seen["hidden"]["search"][0] == "ok":
-        assert {p.source for p in seen["hidden"]["search"][1]} <= readable_by(user)
+    outcomes: Counter[tuple[str, str]] = Counter()
+
+    @DIFFERENTIAL
+    @example(user=set(), question=TOPICS[0][0], model="echo", follow_up=False, probe="vault/s0.md")
+    @example(
+        user={"hr"},
+        question="Project Nightjar SEC-900",
+        model="echo",
+        follow_up=True,
+        probe="vault/none.md",
+    )
+    @example(user={"it"}, question="x" * 4001, model="echo", follow_up=False, probe="nope.md")
+    @example(
+        user={"legal"}, question=TOPICS[2][1], model="unreachable", follow_up=True, probe="p01.md"
+    )
+    @given(
+        user=outsiders,
+        question=differential_questions,
+        model=differential_models,
+        follow_up=st.booleans(),
+        probe=probes,
+    )
+    def differential(user, question, model, follow_up, probe):
+        server = models[model]
+        seen = {
+            name: observe(world, server, user, question, history if follow_up else [], probe)
+            for name, world in worlds.items()
+        }
+        assert seen["hidden"] == seen["plain"]
+        answer = seen["hidden"]["answer"]
+        mode = answer[1]["mode"] if answer[0] == "ok" else f"error {answer[1]}"
+        answerable = model == "echo" and bool(readable_on(question) & readable_by(user))
+        outcomes[("answerable" if answerable else f"model {model}", mode)] += 1
+        if probe in PUBLIC and probe in readable_by(user):
+            assert seen["hidden"]["download"] == Path(worlds["hidden"].root) / probe
+        else:
+            assert seen["hidden"]["download"] is None  # secret, unknown and outside alike
+        assert seen["hidden"]["download_work"] == seen["plain"]["download_work"]
+        if seen["hidden"]["search"][0] == "ok":
+            assert {p.source for p in seen["hidden"]["search"][1]} <= readable_by(user)
+
+    differential()
+    print(f"differential outcomes: {dict(outcomes)}")
+    answerable = sum(n for (kind, _), n in outcomes.items() if kind == "answerable")
+    assert answerable >= MIN_ANSWERABLE, outcomes
+    assert outcomes[("answerable", Mode.GENERATED)] >= ANSWERED * answerable, outcomes
+    assert {kind for kind, _ in outcomes} >= {"model unreachable", "model missing"}, outcomes
+    assert {mode for _, mode in outcomes} >= {Mode.SOURCES_ONLY, "error QuestionTooLong"}, outcomes
 
 
 def test_a_secret_document_looks_like_no_document_to_an_outsider(worlds):

@@ -5,10 +5,13 @@ child is followed: `taimatsu ingest` of a copy of the samples, `taimatsu ask --j
 `taimatsu status --json` against the Ollama-protocol test server on 127.0.0.1, and
 `taimatsu ui` (the Streamlit server) while Debian's Chromium — itself under strace, through
 a wrapper script given to Playwright as its executable — loads the page and asks there.
-Every connect() is parsed; an IPv4/IPv6 destination outside loopback (127.0.0.0/8, ::1,
-::ffff:127.x), DNS included, fails the test. Unix and netlink sockets are local. The
-configured Ollama is the test server on 127.0.0.1 and the index is embedded (no Qdrant
-server), so loopback is all the product may reach here.
+Every connect(), sendto(), sendmsg() and sendmmsg() is parsed (a datagram needs no
+connect(): sendto() names its destination itself). An IPv4/IPv6 destination outside
+loopback (127.0.0.0/8, ::1, ::ffff:127.x) fails the test, and so does DNS to any resolver,
+a local stub included: anything to port 53 (127.0.0.53 too), or to the unix sockets of
+systemd-resolved and avahi. Other unix and netlink sockets are local. The configured
+Ollama is the test server on 127.0.0.1 and the index is embedded (no Qdrant server), so
+loopback is all the product may reach here.
 
 The product's environment has no TAIMATSU_*, proxy, Hugging Face or Streamlit variables
 from outside: forcing the hub libraries offline, Streamlit's usage statistics off and its
@@ -17,6 +20,10 @@ product's job, and that is part of what is proven. The browser is not the produc
 own services that call home are pointed at a closed loopback port (quiet_browser_args)
 and its IPv6 probe, which sends nothing, is exempt; what the page asks for is untouched.
 A summary of every destination is written to the test's artifacts folder.
+
+A send on a connected socket names no destination; its connect() was judged already (a
+UDP socket connect()ed to a resolver fails the test there). strace shows the first 32
+messages of a sendmmsg() (its default array limit).
 """
 
 from __future__ import annotations
@@ -51,11 +58,20 @@ from tests.ui.test_browser import (
     wait_for_run,
 )
 
-# connect() is what the test judges; execve and the clone family name the process
-# that made each call (threads and children inherit their parent's name).
-TRACED = "connect,execve,clone,clone3,fork,vfork"
+# connect() and the send calls are what the test judges; execve and the clone family
+# name the process that made each call (threads and children inherit their parent's name).
+SENDS = ("sendto", "sendmsg", "sendmmsg")
+TRACED = ",".join(["connect", *SENDS, "execve", "clone", "clone3", "fork", "vfork"])
 LOCAL_FAMILIES = {"AF_UNIX", "AF_NETLINK", "AF_UNSPEC"}  # AF_UNSPEC: dissolves a UDP peer
 INET_FAMILIES = {"AF_INET", "AF_INET6"}
+DNS_PORT = 53
+# the local resolvers' own sockets: systemd-resolved (varlink) and avahi (nss-mdns)
+RESOLVER_SOCKETS = (
+    "/run/systemd/resolve/",
+    "/var/run/systemd/resolve/",
+    "/run/avahi-daemon/",
+    "/var/run/avahi-daemon/",
+)
 _FOREIGN_ENV = re.compile(
     r"^(TAIMATSU_|HF_|HUGGINGFACE_|TRANSFORMERS_|SENTENCE_TRANSFORMERS|STREAMLIT_)"
     r"|(^|_)PROXY$",
@@ -70,6 +86,13 @@ IPV6_PROBE = ("2001:4860:4860::8888", 443)
 _CONNECT_RE = re.compile(
     r"^connect\((?P<fd>\d+)(?:<(?P<fdinfo>.*?)>)?,\s*(?P<addr>\{[^}]*\}|[^,]*),"
 )
+_SEND_RE = re.compile(r"^(?P<call>sendto|sendmsg|sendmmsg)\(\d+(?:<(?P<fdinfo>.*?)>)?,")
+_RESUMED_RE = re.compile(r"^<\.\.\.\s+(?P<call>sendto|sendmsg|sendmmsg) resumed>")
+# a socket address as strace prints it; a quote inside a sent buffer is escaped (\"),
+# so a buffer holding such text cannot pass for an address with an inet_addr("...")
+_SOCKADDR_RE = re.compile(r"\{(?:sa|nl)_family=(?P<family>\w+)(?P<body>[^{}]*)\}")
+# the peer in a connected socket's -yy decoding: TCP:[10.0.0.2:5000->10.0.0.1:53]
+_PEER_RE = re.compile(r"->\[?(?P<host>[0-9A-Fa-f.:]+?)\]?:(?P<port>\d+)\]$")
 _RESULT_RE = re.compile(r"\)\s+=\s+(-?\d+)(?:\s+(E\w+))?")
 _CLONE_RE = re.compile(r"^(?:<\.\.\.\s+)?(?:clone3?|v?fork)\b.*\)\s+=\s+(\d+)\s*$")
 _EXECVE_RE = re.compile(r'^execve\("(?P<path>(?:[^"\\]|\\.)*)",\s*\[(?P<argv>.*?)\]')
@@ -78,7 +101,7 @@ _QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 @dataclass(frozen=True)
 class Attempt:
-    """One connect() call seen by strace."""
+    """One destination of a connect() or send call seen by strace."""
 
     step: str
     process: str
@@ -89,9 +112,20 @@ class Attempt:
     protocol: str  # socket type as strace -yy names it: TCP, UDPv6, UNIX-STREAM...
     result: str  # "0", "ECONNREFUSED", "EINPROGRESS", "unfinished"...
     raw: str
+    call: str = "connect"
+
+    @property
+    def dns(self) -> bool:
+        """To a resolver: port 53 at any address (a local stub too), or a resolver's
+        unix socket."""
+        if self.family in INET_FAMILIES:
+            return self.port == DNS_PORT
+        return self.family == "AF_UNIX" and self.address.startswith(RESOLVER_SOCKETS)
 
     @property
     def allowed(self) -> bool:
+        if self.dns:
+            return False
         if self.family in LOCAL_FAMILIES:
             return True
         return self.family in INET_FAMILIES and is_loopback(self.address)
@@ -101,6 +135,7 @@ class Attempt:
         """Chromium's IPv6 probe, and only that: the browser, UDP, that one endpoint."""
         return (
             self.step == "chromium"
+            and self.call == "connect"
             and self.protocol.startswith("UDP")
             and (self.address, self.port) == IPV6_PROBE
         )
@@ -141,8 +176,48 @@ def _unescape(quoted: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def _sockaddr(family: str, text: str) -> tuple[str, int | None]:
+    """(address, port) of one socket address as strace prints it."""
+    address, port = "", None
+    if family == "AF_INET":
+        ip = re.search(r'inet_addr\("([^"]*)"\)', text)
+        address = ip[1] if ip else text
+    elif family == "AF_INET6":
+        ip = re.search(r'inet_pton\(AF_INET6,\s*"([^"]*)"', text)
+        address = ip[1] if ip else text
+    elif family == "AF_UNIX":
+        path = re.search(r"sun_path=(@?)\"((?:[^\"\\]|\\.)*)\"", text)
+        address = path[1] + path[2] if path else "(unnamed)"
+    if p := re.search(r"sin6?_port=htons\((\d+)\)", text):
+        port = int(p[1])
+    return address, port
+
+
+def _result(rest: str) -> str:
+    if "<unfinished" in rest:
+        return "unfinished"
+    if r := _RESULT_RE.search(rest):
+        return r[2] or r[1]
+    return "?"
+
+
+def _send_destinations(rest: str, fdinfo: str) -> list[tuple[str, str, int | None]]:
+    """(family, address, port) of each destination a send call names: its socket
+    addresses (sendto's, each message's msg_name), or else the peer of a connected
+    socket when -yy shows one."""
+    found = []
+    for m in _SOCKADDR_RE.finditer(rest):
+        address, port = _sockaddr(m["family"], m[0])
+        found.append((m["family"], address, port))
+    if not found and (peer := _PEER_RE.search(fdinfo)):
+        family = "AF_INET6" if ":" in peer["host"] else "AF_INET"
+        found.append((family, peer["host"], int(peer["port"])))
+    return found
+
+
 def parse_strace(text: str, step: str) -> list[Attempt]:
-    """The connect() calls of a `strace -f -yy` log, each named by its process."""
+    """The destinations of the connect() and send calls of a `strace -f -yy` log, each
+    named by its process."""
     lines = []
     parent: dict[int, int] = {}
     for line in text.splitlines():
@@ -163,6 +238,7 @@ def parse_strace(text: str, step: str) -> list[Attempt]:
         return labels.get(tid, "?")
 
     attempts = []
+    pending: dict[int, str] = {}  # tid -> the fd decoding of its unfinished send call
     for tid, rest in lines:
         if m := _EXECVE_RE.match(rest):
             if not re.search(r"=\s+-1\s", rest):  # a failed exec leaves the old program
@@ -172,6 +248,34 @@ def parse_strace(text: str, step: str) -> list[Attempt]:
                     name = label(tid).split(" ", 1)[0]
                 labels[tid] = _process_label(name, argv)
             continue
+        send = _SEND_RE.match(rest) or _RESUMED_RE.match(rest)
+        if send:
+            # a call split by another thread's ends on a "resumed" line, which may hold
+            # the rest of its arguments (sendmmsg's messages)
+            if send.re is _SEND_RE:
+                fdinfo = send["fdinfo"] or "?"
+                if "<unfinished" in rest:
+                    pending[tid] = fdinfo
+            else:
+                fdinfo = pending.pop(tid, "?")
+            protocol = fdinfo.split(":", 1)[0]
+            peer = fdinfo if send.re is _SEND_RE else ""  # counted on the first line
+            for family, address, port in _send_destinations(rest, peer):
+                attempts.append(
+                    Attempt(
+                        step,
+                        label(tid),
+                        tid,
+                        family,
+                        address,
+                        port,
+                        protocol,
+                        _result(rest),
+                        rest,
+                        send["call"],
+                    )
+                )
+            continue
         m = _CONNECT_RE.match(rest)
         if not m:
             if rest.startswith("connect("):  # undecodable: judged as foreign, shown raw
@@ -179,27 +283,10 @@ def parse_strace(text: str, step: str) -> list[Attempt]:
             continue
         addr = m["addr"]
         family = (re.search(r"sa_family=(\w+)", addr) or [None, "?"])[1]
-        address, port = "", None
-        if family == "AF_INET":
-            ip = re.search(r'inet_addr\("([^"]*)"\)', addr)
-            address = ip[1] if ip else addr
-        elif family == "AF_INET6":
-            ip = re.search(r'inet_pton\(AF_INET6,\s*"([^"]*)"', addr)
-            address = ip[1] if ip else addr
-        elif family == "AF_UNIX":
-            path = re.search(r"sun_path=(@?)\"((?:[^\"\\]|\\.)*)\"", addr)
-            address = path[1] + path[2] if path else "(unnamed)"
-        if p := re.search(r"sin6?_port=htons\((\d+)\)", addr):
-            port = int(p[1])
+        address, port = _sockaddr(family, addr)
         protocol = (m["fdinfo"] or "?").split(":", 1)[0]
-        if "<unfinished" in rest:
-            result = "unfinished"
-        elif r := _RESULT_RE.search(rest):
-            result = r[2] or r[1]
-        else:
-            result = "?"
         attempts.append(
-            Attempt(step, label(tid), tid, family, address, port, protocol, result, rest)
+            Attempt(step, label(tid), tid, family, address, port, protocol, _result(rest), rest)
         )
     return attempts
 
@@ -329,39 +416,42 @@ def summarize(
     address, port = IPV6_PROBE
     report: dict = {
         "allowed": "127.0.0.0/8, ::1, ::ffff:127.0.0.0/104; unix and netlink sockets",
+        "refused": "port 53 anywhere (loopback stubs too) and resolver unix sockets: DNS",
         "exempt": f"chromium UDP connect() to [{address}]:{port}, its IPv6 probe (no packet)",
         "endpoints": {role: where for where, role in roles.items()},
         "steps": [],
     }
-    text = [f"allowed: {report['allowed']}", f"exempt: {report['exempt']}"]
+    text = [f"{key}: {report[key]}" for key in ("allowed", "refused", "exempt")]
     text += [f"{role}: {where}" for where, role in roles.items()]
     for step, command in steps.items():
         mine = [a for a in attempts if a.step == step]
         groups: dict[tuple, Counter] = defaultdict(Counter)
         for a in mine:
             verdict = "ok" if a.allowed else "exempt" if a.exempt else "BAD"
-            groups[(a.where(), a.protocol, a.process, verdict)][a.result] += 1
+            groups[(a.where(), a.call, a.protocol, a.process, verdict)][a.result] += 1
         rows = [
             {
                 "destination": where,
                 "role": roles.get(where, ""),
+                "call": call,
                 "protocol": protocol,
                 "process": process,
                 "verdict": verdict,
                 "calls": sum(results.values()),
                 "results": dict(results),
             }
-            for (where, protocol, process, verdict), results in sorted(groups.items())
+            for (where, call, protocol, process, verdict), results in sorted(groups.items())
         ]
         report["steps"].append(
-            {"step": step, "command": command, "connect_calls": len(mine), "destinations": rows}
+            {"step": step, "command": command, "calls": len(mine), "destinations": rows}
         )
-        text.append(f"\n== {step}: {command}  ({len(mine)} connect() calls)")
+        text.append(f"\n== {step}: {command}  ({len(mine)} connect() and send calls)")
         for row in rows:
             results = ", ".join(f"{r} x{n}" for r, n in row["results"].items())
             role = f" ({row['role']})" if row["role"] else ""
             text.append(
-                f"  {row['verdict']:<6} {row['destination'] + role:<50} {row['protocol']:<12}"
+                f"  {row['verdict']:<6} {row['destination'] + role:<50} {row['call']:<9}"
+                f" {row['protocol']:<12}"
                 f" {row['process']}  [{results}]"
             )
     bad = [a for a in attempts if a.offending]
@@ -371,18 +461,24 @@ def summarize(
             "process": a.process,
             "tid": a.tid,
             "destination": a.where(),
+            "call": a.call,
+            "dns": a.dns,
             "port": a.port,
             "raw": a.raw,
         }
         for a in bad
     ]
     text.append(f"\noffending attempts: {len(bad)}")
-    text.extend(f"  {a.step}: {a.process} (tid {a.tid}) -> {a.where()}  {a.raw}" for a in bad)
+    text.extend(
+        f"  {a.step}: {a.process} (tid {a.tid}) {a.call} -> {a.where()}  {a.raw}" for a in bad
+    )
     return report, "\n".join(text) + "\n"
 
 
-def _inet_ports(attempts: list[Attempt], step: str) -> set[int]:
-    return {a.port for a in attempts if a.step == step and a.family in INET_FAMILIES}
+def _inet_ports(attempts: list[Attempt], step: str, calls: tuple[str, ...] = ("connect",)):
+    return {
+        a.port for a in attempts if a.step == step and a.family in INET_FAMILIES and a.call in calls
+    }
 
 
 def test_recorder_flags_a_foreign_destination(tmp_path):
@@ -419,6 +515,78 @@ def test_recorder_flags_a_foreign_destination(tmp_path):
     }
     assert {a.protocol for a in attempts if a.family == "AF_INET"} == {"UDP"}
     assert all(a.process.startswith("python") for a in attempts)
+
+
+# Datagrams sent without connect(), each kind of send call, to a loopback resolver stub,
+# a documentation address (TEST-NET-1: routed nowhere) and loopback; and resolvers reached
+# by connect(). Nothing listens on 127.0.0.53 here; the datagrams go nowhere.
+SEND_PROBE = """
+import ctypes, socket, struct
+
+def sockaddr_in(host, port):
+    return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + (
+        socket.inet_aton(host) + bytes(8))
+
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+class Msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(Iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+class Mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", Msghdr), ("len", ctypes.c_uint)]
+
+query = bytes.fromhex("123401000001000000000000") + b"\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01"
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s.sendto(query, ("127.0.0.53", 53))
+    s.sendto(b"x", ("127.0.0.1", 9))
+    s.sendmsg([query], [], 0, ("192.0.2.1", 53))
+    s.sendmsg([b"x"], [], 0, ("192.0.2.1", 9))
+    buffer = ctypes.create_string_buffer(query)
+    iov = Iovec(ctypes.cast(buffer, ctypes.c_void_p), len(query))
+    name = sockaddr_in("127.0.0.53", 53)
+    message = Mmsghdr(Msghdr(name, len(name), ctypes.pointer(iov), 1, None, 0, 0), 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.sendmmsg(s.fileno(), ctypes.byref(message), 1, 0) == 1
+with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+    s.sendto(query, ("::1", 53))
+for family, kind, addr in ((socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.53", 53)),
+                           (socket.AF_UNIX, socket.SOCK_STREAM,
+                            "/run/systemd/resolve/io.systemd.Resolve")):
+    with socket.socket(family, kind) as s:
+        try:
+            s.connect(addr)
+        except OSError:
+            pass
+"""
+
+
+def test_recorder_flags_sends_and_dns_to_a_local_resolver(tmp_path):
+    """The recorder sees datagrams sent with sendto(), sendmsg() and sendmmsg() (no
+    connect()) and flags those beyond loopback and every one to port 53, a loopback
+    stub resolver included, as it flags connect() to a resolver (TCP to 127.0.0.53:53,
+    systemd-resolved's unix socket); a datagram to loopback passes."""
+    strace = need_binary("strace")
+    trace = tmp_path / "send-probe.strace"
+    subprocess.run([*strace_command(strace, trace), sys.executable, "-c", SEND_PROBE], check=True)
+    attempts = parse_strace(trace.read_text(), "probe")
+    seen = {(a.call, a.address, a.port, a.allowed, a.dns) for a in attempts}
+    assert seen == {
+        ("sendto", "127.0.0.53", 53, False, True),
+        ("sendto", "127.0.0.1", 9, True, False),
+        ("sendmsg", "192.0.2.1", 53, False, True),
+        ("sendmsg", "192.0.2.1", 9, False, False),
+        ("sendmmsg", "127.0.0.53", 53, False, True),
+        ("sendto", "::1", 53, False, True),
+        ("connect", "127.0.0.53", 53, False, True),
+        ("connect", "/run/systemd/resolve/io.systemd.Resolve", None, False, True),
+    }
+    assert all(a.offending for a in attempts if not a.allowed)  # none is exempt
+    report, text = summarize(attempts, {"probe": "python -c SEND_PROBE"}, {})
+    assert len(report["offending"]) == 7 and "sendmmsg -> 127.0.0.53:53" in text
 
 
 def test_whole_flow_connects_only_to_loopback(tmp_path, artifacts):
@@ -505,6 +673,7 @@ def test_whole_flow_connects_only_to_loopback(tmp_path, artifacts):
     # the recorder saw the real connections: a check that cannot fail proves nothing
     for step in ("ask", "status", "ui"):
         assert ollama_port in _inet_ports(attempts, step), f"{step} never reached Ollama\n{text}"
+        assert ollama_port in _inet_ports(attempts, step, SENDS), f"{step}: no send seen\n{text}"
     assert ui_port in _inet_ports(attempts, "chromium"), f"chromium never reached the page\n{text}"
 
 

@@ -10,7 +10,8 @@ the data folder (this needs root and a loop device: skipped elsewhere, failed in
 is filled by the run itself at a chosen moment — after its n-th write, through a hook
 loaded as `sitecustomize` — so the moment is exact and the space is really taken. The
 same ingestion runs everywhere with a full disk reported by a stand-in for
-shutil.disk_usage, and with the engine's own "No space left on device" error.
+shutil.disk_usage, and with the engine's own "No space left on device" error, whose text
+was captured from the real engine on the real disk (a test that keeps it honest).
 
 RLIMIT_FSIZE (writes past N bytes fail with EFBIG) cannot simulate a full disk for this
 engine: Qdrant Edge gives its files their size when it creates them (32 MiB WAL segments
@@ -30,7 +31,9 @@ import errno
 import hashlib
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
@@ -173,12 +176,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 # Loaded into a run (as sitecustomize): after the run's n-th write, another program takes
-# all the free space of the data folder's disk.
+# all the free space of the data folder's disk (but TAIMATSU_TEST_LEAVE_BYTES).
 FILL_HOOK = """
 import os
 import assistant.index.edge as edge
 
 _left = int(os.environ["TAIMATSU_TEST_FILL_AFTER_WRITES"])
+_leave = int(os.environ.get("TAIMATSU_TEST_LEAVE_BYTES", "0"))
 _write = edge.EdgeIndex.write
 
 
@@ -189,7 +193,7 @@ def write(self, operations):
         _left -= 1
         if _left == 0:
             usage = os.statvfs(self.data_dir)
-            take = usage.f_bavail * usage.f_frsize
+            take = usage.f_bavail * usage.f_frsize - _leave
             with open(os.environ["TAIMATSU_TEST_BALLAST"], "wb") as fh:
                 while True:
                     try:
@@ -279,6 +283,121 @@ def test_disk_filling_up_during_ingestion(small_disk, embedder, tmp_path):
     assert [run["added"] for run in recent_runs(settings.data_dir)] == [summary["added"], 12]
 
 
+# What Qdrant Edge (qdrant-edge-py 0.9.0) raised when it met the full disk itself, captured
+# by test_the_engine_meeting_a_full_disk_itself_is_one_sentence on a real ext4 image; the
+# stand-in below raises this text, with the path it named.
+ENGINE_DISK_FULL = (
+    "Service runtime error: Failed to flush payload_index: Service runtime error: failed "
+    "to write to file `{folder}/index/shard/segments/f6218435-d15d-46bc-8b34-325a7ad33359/"
+    "payload_index/877mf55q880bgee56kolanof-source-map/tracker_journal.dat`: No space left "
+    "on device (os error 28)"
+)
+ENGINE_DISK_FULL_RE = re.compile(
+    r"Service runtime error: Failed to flush payload_index: Service runtime error: failed "
+    r"to write to file `(?P<folder>/\S+)/index/shard/segments/[0-9a-f-]+/payload_index/"
+    r"\S+/tracker_journal\.dat`: No space left on device \(os error 28\)"
+)
+
+# With FILL_HOOK: the product's room check before each write is switched off, as if
+# another writer took the space between the check and the write, and what the engine
+# raised is written down.
+ENGINE_HOOK = """
+_checked_write = edge.EdgeIndex.write
+edge.EdgeIndex._check_room = lambda self, operations: None
+
+
+def engine_write(self, operations):
+    try:
+        _checked_write(self, operations)
+    except Exception as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        with open(os.environ["TAIMATSU_TEST_ENGINE_ERROR"], "w", encoding="utf-8") as fh:
+            fh.write(f"{type(cause).__name__}: {cause}")
+        raise
+
+
+edge.EdgeIndex.write = engine_write
+"""
+
+
+def test_the_engine_meeting_a_full_disk_itself_is_one_sentence(small_disk, embedder, tmp_path):
+    """The real engine on a really full disk, with the product's check before writes
+    switched off: after the run's first write the disk is filled but for 64 KiB, and the
+    next flush of a payload index fails. The engine's own words (ENGINE_DISK_FULL, what
+    the stand-in test below raises) become the one-sentence message. Unlike a run stopped
+    by the product's check, the index does not open again until space is freed (the
+    engine repairs the segment it failed to flush, which needs space), and says so in
+    the same sentence; then it opens with every document whole, and the next run
+    catches up.
+
+    Left with no space at all, or after the second write, the engine dies of SIGBUS
+    instead (it writes through memory maps): that is why the product checks for room
+    before each write (tests above). This test pins the one moment the engine reports."""
+    docs = tmp_path / "docs"
+    write_notes(docs, range(12))
+    settings = Settings(
+        data_dir=small_disk / "data",
+        chunk_size=CHUNK_SIZE,
+        ollama_host=closed_port_url(),
+        lock_timeout=10,
+    )
+    Ingestor(settings, embedder).run(docs)
+    before = edge_versions(settings.data_dir)
+    release(small_disk)
+    old = on_disk(docs)
+    write_notes(docs, range(0, 12, 2), version=2)
+    write_notes(docs, range(12, 18))
+    new = on_disk(docs)
+    order = [source for source in new if old.get(source) != new[source]]
+    fresh_settings = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
+    Ingestor(fresh_settings, embedder).run(docs)
+    fresh = edge_versions(fresh_settings.data_dir)
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FILL_HOOK + ENGINE_HOOK, encoding="utf-8")
+    ballast, said = small_disk / "ballast", tmp_path / "engine-error.txt"
+    env = {
+        **BATCHES,
+        "TAIMATSU_CHUNK_SIZE": str(CHUNK_SIZE),
+        "TAIMATSU_PARSE_TIMEOUT": "0",
+        "TAIMATSU_TEST_FILL_AFTER_WRITES": "1",
+        "TAIMATSU_TEST_LEAVE_BYTES": str(64 * 1024),
+        "TAIMATSU_TEST_BALLAST": str(ballast),
+        "TAIMATSU_TEST_ENGINE_ERROR": str(said),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+    }
+    failed = run_cli("ingest", "--json", str(docs), settings=settings, extra_env=env)
+    assert ballast.is_file(), failed.stderr  # the disk did fill up
+    assert failed.returncode != -signal.SIGBUS, "the engine died of SIGBUS, reporting nothing"
+    assert failed.returncode == 1 and said.is_file(), failed.stderr
+    engine_said = said.read_text(encoding="utf-8")
+    print(f"the engine said: {engine_said}")
+    kind, _, text = engine_said.partition(": ")
+    assert kind == "Exception" and (match := ENGINE_DISK_FULL_RE.fullmatch(text)), engine_said
+    assert match["folder"] == str(settings.data_dir)
+    assert failed.stdout == "" and failed.stderr == (
+        f"taimatsu: error: the disk holding {settings.data_dir} is full; free space on it "
+        "and run again (what was written before is kept)\n"
+    )
+
+    # the engine must repair the segment it failed to flush before it opens it, and that
+    # needs space: until some is freed, opening says the same sentence
+    with pytest.raises(DiskFull, match="is full; free space on it and run again"):
+        edge_versions(settings.data_dir)
+    release(small_disk)
+    ballast.unlink()
+    written = check_cut(edge_versions(settings.data_dir), before, fresh, order)
+    assert len(written) < len(order), "the disk did not fill up before the run's end"
+    release(small_disk)
+    for name in ("TAIMATSU_TEST_FILL_AFTER_WRITES", "TAIMATSU_TEST_LEAVE_BYTES"):
+        env.pop(name)
+    again = run_cli("ingest", "--json", str(docs), settings=settings, extra_env=env)
+    assert again.returncode == 0, again.stderr
+    assert edge_versions(settings.data_dir) == fresh
+    release(small_disk)
+
+
 @pytest.fixture
 def notes(tmp_path: Path) -> Path:
     docs = tmp_path / "docs"
@@ -354,11 +473,8 @@ def test_the_engines_own_disk_full_error_is_one_sentence(settings, embedder, not
             return getattr(self._shard, name)
 
         def flush(self):
-            if full[0]:
-                raise Exception(  # noqa: TRY002 - what the binding raises
-                    "Service runtime error: Failed to flush payload_index: failed to write to "
-                    "file `tracker_journal.dat`: No space left on device (os error 28)"
-                )
+            if full[0]:  # the engine's own words, as captured on a real full disk
+                raise Exception(ENGINE_DISK_FULL.format(folder=settings.data_dir))  # noqa: TRY002
             self._shard.flush()
 
     class EdgeShard:

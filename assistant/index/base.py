@@ -252,7 +252,7 @@ def record_of(point: Any) -> Record:
         dict(point.payload or {}),
         float(getattr(point, "score", 0.0) or 0.0),
         vectors.get(DENSE),
-        SparseTerms.of(keyword) if keyword is not None else None,
+        SparseTerms(keyword.indices, keyword.values) if keyword is not None else None,
     )
 
 

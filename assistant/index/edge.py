@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ def _bytes(op: Operation) -> int:
     )
 
 
+@lru_cache(maxsize=4096)  # the same groups and terms, query after query
 def _condition(condition: Condition) -> FieldCondition:
     if isinstance(condition, Match):
         return FieldCondition(key=condition.key, match=MatchValue(value=condition.value))

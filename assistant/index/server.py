@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, cast
 
 import httpx
@@ -82,6 +83,7 @@ _REPEATABLE = frozenset(
 _sleep = time.sleep  # tests replace it (and count the pauses)
 
 
+@lru_cache(maxsize=4096)  # the same groups and terms, query after query
 def _condition(condition: Condition) -> models.FieldCondition:
     if isinstance(condition, Match):
         return models.FieldCondition(

@@ -77,7 +77,14 @@ def check_office_zip(data: bytes, kind: str) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
+    except (  # NotImplementedError: a zip version zipfile cannot read
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        ValueError,
+        EOFError,
+        OSError,
+    ) as exc:
         reason = " ".join(str(exc).split())[:120]
         raise ParseError(
             f"not a valid {kind} file (damaged zip: {reason}); open it and save it again"

@@ -68,7 +68,12 @@ def parse_html(data: bytes | str) -> list[Section]:
 
     if isinstance(data, bytes):  # valid UTF-8 is UTF-8 (bs4 took 2 kana for GB18030)
         data = strict_decode(data, "utf-8-sig") or data
-    soup = BeautifulSoup(data, "lxml")
+    try:
+        soup = BeautifulSoup(data, "lxml")
+    except ValueError:  # lxml refuses the encoding a damaged <meta charset> names
+        if not isinstance(data, bytes):
+            raise
+        soup = BeautifulSoup(decode_text(data), "lxml")
     for tag in soup.find_all(_HTML_DROP):
         tag.decompose()
     from ingest.parsing.boilerplate import strip_boilerplate  # bs4: only for HTML

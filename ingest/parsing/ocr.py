@@ -151,7 +151,11 @@ def _render(pdf, number: int, pdfium) -> bytes | None:
     """The page as a greyscale PGM image, or None when it has no image to read."""
     if not 1 <= number <= len(pdf):
         return None
-    page = pdf[number - 1]
+    try:
+        page = pdf[number - 1]
+    except pdfium.PdfiumError as exc:  # a damaged page fails to load
+        log.warning("OCR of page %d skipped: pdfium cannot load it (%s)", number, exc)
+        return None
     try:
         images = page.get_objects(filter=(pdfium.raw.FPDF_PAGEOBJ_IMAGE,))
         if next(iter(images), None) is None:

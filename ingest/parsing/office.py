@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 
 from lxml.etree import XMLSyntaxError
 
@@ -15,8 +16,18 @@ from ingest.parsing.base import Section
 from ingest.parsing.containers import check_office_zip
 from ingest.parsing.tables import MAX_COLUMNS, table_lines, table_sections
 
-# what the libraries raise on damaged or mislabelled packages
-_BROKEN = (zipfile.BadZipFile, KeyError, ValueError, TypeError, XMLSyntaxError, EOFError)
+# what the libraries raise on damaged or mislabelled packages; zlib.error and
+# NotImplementedError come from zipfile inflating a damaged or unsupported member
+_BROKEN = (
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    KeyError,
+    ValueError,
+    TypeError,
+    XMLSyntaxError,
+    EOFError,
+)
 
 
 def _shape_lines(shape, out: list[str]) -> None:

@@ -24,7 +24,15 @@ def parse_pdf(data: bytes) -> list[Section]:
         texts = {n: (p.extract_text() or "").strip() for n, p in enumerate(reader.pages, 1)}
     except ParseError:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+    except (  # NotImplementedError: a filter or feature pypdf does not read ("/FlateDecoq")
+        PyPdfError,
+        NotImplementedError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OSError,
+    ) as exc:
         raise ParseError(f"unreadable PDF ({exc.__class__.__name__}: {exc})"[:200]) from exc
     scanned = [n for n, text in texts.items() if len("".join(text.split())) < MIN_PAGE_CHARS]
     ocr_ready = False

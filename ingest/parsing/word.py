@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 
 from assistant.errors import ParseError
 from ingest.parsing.base import Headings, Section, sections_from
@@ -20,7 +21,14 @@ def parse_docx(data: bytes) -> list[Section]:
 
     try:
         document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
+    except (  # zlib.error, NotImplementedError: zipfile on a damaged or unsupported member
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+        KeyError,
+        ValueError,
+        PackageNotFoundError,
+    ) as exc:
         raise ParseError(
             f"not a valid DOCX file ({exc.__class__.__name__}); open it in Word and save it again"
         ) from exc

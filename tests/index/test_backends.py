@@ -425,12 +425,27 @@ def stand_in():
 
 
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
-def test_over_the_wire_only_the_url_is_asked(stand_in, tmp_path):
+def test_over_the_wire_only_the_url_is_asked(stand_in, tmp_path, monkeypatch):
+    """Three reads ask for the collection and nothing else. qdrant-client checks the
+    server's version from a thread of its own: every thread started meanwhile (the
+    stand-in's request threads too) is waited for before the requests are counted, so
+    a version check would be seen, not raced."""
     url = f"http://127.0.0.1:{stand_in.server_address[1]}"
     settings = Settings(data_dir=tmp_path / "data", qdrant_url=url, qdrant_api_key="s3cret")
+    started: list[threading.Thread] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
     index = ServerIndex(settings)
     assert not index.exists() and index.roots() == [] and index.manifest("/docs") == {}
-    time.sleep(0.2)  # a version check would run in a background thread: none may come
+    monkeypatch.undo()
+    for thread in started:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), f"{thread.name} still runs"
     assert _StandIn.seen == [("GET", "/collections/taimatsu", "s3cret")] * 3
     _StandIn.status = 401
     try:
