@@ -33,8 +33,8 @@ from assistant.evaluation.scoring import (
 __all__ = [
     "DEPTH",
     "JUDGE_SYSTEM",
-    "ConversationTurn",
     "MODES",
+    "ConversationTurn",
     "GoldItem",
     "QuestionResult",
     "Retriever",

@@ -364,4 +364,4 @@ def test_ask_reads_one_question_per_line_and_answers_each_as_one_json_line(sampl
     assert [b["question"] for b in bodies] == [lines[0], lines[2], lines[3]]
     assert bodies[0]["mode"] == "generated" and bodies[0]["citations"]
     assert "too long" in bodies[1]["error"] and "answer" not in bodies[1]
-    assert bodies[2]["mode"] in ("generated", "not-found")
+    assert bodies[2]["mode"] == "generated"  # a natural Japanese question is not refused
