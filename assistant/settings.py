@@ -68,14 +68,14 @@ class Settings(BaseSettings):
         "when one names a code or identifier); hybrid = both legs always (docs/decisions.md).",
     )
     min_similarity: float = Field(
-        0.25,
+        0.4,
         ge=-1,
         le=1,
         description="Answer a question not in Japanese only if a passage's cosine "
-        "similarity reaches this (calibrated on the samples: unrelated questions <= 0.20).",
+        "similarity reaches this (calibrated on the natural sets: docs/decisions.md, 9).",
     )
     min_keyword_coverage: float = Field(
-        0.4,
+        0.3,
         ge=0,
         le=1,
         description="...or if a passage holds this share of the question's keyword terms "
