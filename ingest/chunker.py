@@ -48,7 +48,7 @@ _BLOCK_LINE = re.compile(rf"[ \t]*(?:[|#>]|```|~~~|[-*+•・●◦▪※][ \t]|
 _LINE_BREAK = re.compile(r"(?<=\n)")
 _CLAUSE_END = re.compile(r"(?<=[,;:])(?=\s)|(?<=[、，；：])")
 _SPACE = re.compile(r"\s+")
-_LINE_END = "。！？｡.!?:：|" + _CLOSERS  # a line ending in one of these ends a sentence
+_LINE_END = "。！？｡.!?:："  # a line ending in one of these (and closing quotes) ends a sentence
 LONG_RUN_CHARS = 256  # no word or URL is this long: a run this long is cut into slices
 RUN_SLICE_CHARS = 32  # a few tokens, rarely more than 32: a slice fits in a chunk
 _LONG_RUN = re.compile(rf"\S{{{LONG_RUN_CHARS},}}")
@@ -82,7 +82,9 @@ def line_ends_sentence(line: str, next_line: str) -> bool:
     of its own, or either is blank; not a line break that wraps a sentence at a fixed
     width, as in PDF lines and HTML and Markdown sources."""
     before = line.rstrip()
-    if not before or not next_line.strip() or before[-1] in _LINE_END:
+    if not before or not next_line.strip() or before.endswith("|"):
+        return True
+    if before.rstrip(_CLOSERS)[-1:] in tuple(_LINE_END):  # "end." or "(end.)", not "(see 4)"
         return True
     return bool(_BLOCK_LINE.match(before) or _BLOCK_LINE.match(next_line))
 

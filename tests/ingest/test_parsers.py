@@ -136,6 +136,11 @@ def test_wrapped_lines_stay_in_their_sentence_and_block_lines_are_their_own():
         "1. First step\n",
         "2. Second step",
     ]
+    wrapped = "Apply early (see\nSection 4)\nor late (it said “no.”)\nThen"
+    assert split_sentences(wrapped) == [
+        "Apply early (see\nSection 4)\nor late (it said “no.”)\n",
+        "Then",
+    ]
 
 
 def _wrapped(text: str, width: int) -> str:
