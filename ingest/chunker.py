@@ -1,10 +1,18 @@
 """Sections to chunks that fit the embedding model.
 
-llama-index's `SentenceSplitter` does the packing (paragraphs first, then sentences,
-then words) with overlap; sizes are counted in the embedding model's own tokens, so a
-chunk is never silently truncated by the model. Sentences end at `.!?` followed by a
-space and at the Japanese `。！？` (and their half-width/fullwidth variants), which the
-default English sentence tokenizer does not know.
+llama-index's `SentenceSplitter` does the packing (paragraphs first, then sentences;
+a sentence longer than a chunk by its lines, clauses, then words) with overlap; sizes
+are counted in the embedding model's own tokens, so a chunk is never silently truncated
+by the model. Sentences end at `.!?` followed by a space (not after "e.g." or a list
+number) and at the Japanese `。！？` (and their half-width variant), with any closing
+quote or bracket, which the default English sentence tokenizer does not know.
+
+A chunk starts and ends at a sentence boundary unless one sentence is longer than a
+chunk: a passage shown to a person or given to the model reads whole. So a line break
+ends a sentence only where the line before ends one, or either line is a block of its
+own (a table row, a list item, a heading): text wrapped at a fixed width (PDF lines,
+HTML and Markdown sources) has a line break in the middle of most sentences, and the
+overlap, which carries whole splits, then began a chunk with half a sentence.
 
 Hostile input costs time in proportion to its size: a text too long for any chunk is
 never handed to the tokenizer (it measures it by its characters), the counts of short
@@ -22,13 +30,63 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.node_parser.text.utils import split_by_char, split_by_sep
 
 from ingest.parsing import Section
 
-_SENTENCE_END = re.compile(r"(?<=[。！？｡])|(?<=[.!?])(?=\s)|(?<=[.!?][\"')\]])(?=\s)|(?<=\n)")
+_CLOSERS = "\"'”’)）]」』】〕》〉"
+_CLOSING = f"[{re.escape(_CLOSERS)}]*"  # quotes and brackets that close a sentence
+_SENTENCE_END = re.compile(rf"[。！？｡]{_CLOSING}|[.!?]{_CLOSING}(?=\s)|\n")
+_LIST_NUMBER = r"\(?(?:\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})[.)）]"
+# a full stop that ends no sentence: after an abbreviation, or a list number at a line start
+_NOT_AN_END = re.compile(
+    rf"(?:\b(?:e\.g|i\.e|cf|vs|approx|Mr|Mrs|Ms|Dr|Fig|No)\.|(?:^|\n)[ \t]*{_LIST_NUMBER})$",
+    re.IGNORECASE,
+)
+# a line that is a block of its own: a table row, a list item, a heading, a quote, a fence
+_BLOCK_LINE = re.compile(rf"[ \t]*(?:[|#>]|```|~~~|[-*+•・●◦▪※][ \t]|{_LIST_NUMBER}[ \t]|[①-⑳])")
+_LINE_BREAK = re.compile(r"(?<=\n)")
+_CLAUSE_END = re.compile(r"(?<=[,;:])(?=\s)|(?<=[、，；：])")
+_SPACE = re.compile(r"\s+")
+_LINE_END = "。！？｡.!?:："  # a line ending in one of these (and closing quotes) ends a sentence
 LONG_RUN_CHARS = 256  # no word or URL is this long: a run this long is cut into slices
 RUN_SLICE_CHARS = 32  # a few tokens, rarely more than 32: a slice fits in a chunk
 _LONG_RUN = re.compile(rf"\S{{{LONG_RUN_CHARS},}}")
+
+
+def sentence_ends(text: str) -> list[int]:
+    """Where sentences end in `text`: the offsets after the punctuation and its closing
+    quotes, or after a line break that ends a sentence (`_line_break_ends`)."""
+    ends = []
+    for match in _SENTENCE_END.finditer(text):
+        at = match.start()
+        if text[at] == "\n" and not _line_break_ends(text, at):
+            continue
+        if text[at] == "." and _NOT_AN_END.search(text, max(0, at - 8), at + 1):
+            continue
+        if ends and ends[-1] == at:  # "end.\n": the line break ends that sentence
+            ends.pop()
+        ends.append(match.end())
+    return ends
+
+
+def _line_break_ends(text: str, at: int) -> bool:
+    next_end = text.find("\n", at + 1)
+    line = text[text.rfind("\n", 0, at) + 1 : at]
+    return line_ends_sentence(line, text[at + 1 : next_end if next_end >= 0 else len(text)])
+
+
+def line_ends_sentence(line: str, next_line: str) -> bool:
+    """Whether a line break between `line` and `next_line` ends a sentence: the line ends
+    with a sentence's punctuation (or a table row's "|"), it or the next line is a block
+    of its own, or either is blank; not a line break that wraps a sentence at a fixed
+    width, as in PDF lines and HTML and Markdown sources."""
+    before = line.rstrip()
+    if not before or not next_line.strip() or before.endswith("|"):
+        return True
+    if before.rstrip(_CLOSERS)[-1:] in tuple(_LINE_END):  # "end." or "(end.)", not "(see 4)"
+        return True
+    return bool(_BLOCK_LINE.match(before) or _BLOCK_LINE.match(next_line))
 
 
 def split_sentences(text: str) -> list[str]:
@@ -36,7 +94,9 @@ def split_sentences(text: str) -> list[str]:
     `LONG_RUN_CHARS` or more non-space characters, keeping every character (the splitter
     rejoins)."""
     pieces = []
-    for sentence in _SENTENCE_END.split(text):
+    cuts = sentence_ends(text)
+    for begin, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+        sentence = text[begin:end]
         start = 0
         for run in _LONG_RUN.finditer(sentence):
             for cut in range(run.start() + RUN_SLICE_CHARS, run.end(), RUN_SLICE_CHARS):
@@ -44,6 +104,27 @@ def split_sentences(text: str) -> list[str]:
                 start = cut
         pieces.append(sentence[start:])
     return [p for p in pieces if p] or [text]
+
+
+def _split_at(pattern: re.Pattern[str], text: str) -> list[str]:
+    return [piece for piece in pattern.split(text) if piece]
+
+
+def _middle(text: str) -> int:
+    """Where to halve `text`: the sentence end nearest its middle, else the line break or
+    space nearest it, else the middle; always in its middle half, so halving stays
+    logarithmic."""
+    low, high = len(text) // 4, min(len(text) - len(text) // 4, len(text) - 1)
+    middle = len(text) / 2
+    for ends in (
+        sentence_ends(text),
+        [m.end() for m in _LINE_BREAK.finditer(text)],
+        [m.end() for m in _SPACE.finditer(text)],
+    ):
+        inside = [end for end in ends if low < end <= high]
+        if inside:
+            return min(inside, key=lambda end: abs(end - middle))
+    return len(text) // 2
 
 
 @dataclass(frozen=True)
@@ -92,6 +173,14 @@ class Chunker:
                 chunking_tokenizer_fn=split_sentences,
                 paragraph_separator="\n\n",
             )
+            # a sentence longer than a chunk: by its lines, then clauses, then words
+            # (llama-index's default clause regex drops characters it does not match)
+            self._splitters[size]._sub_sentence_split_fns = [
+                functools.partial(_split_at, _LINE_BREAK),
+                functools.partial(_split_at, _CLAUSE_END),
+                split_by_sep(" "),
+                split_by_char(),
+            ]
         return self._splitters[size]
 
     def heading(self, heading: str | None) -> str | None:
@@ -116,7 +205,7 @@ class Chunker:
         text = text.strip()
         if len(text) < 2 or self._count(text) <= size:
             return [text]
-        middle = len(text) // 2
+        middle = _middle(text)
         return self._fit(text[:middle], size) + self._fit(text[middle:], size)
 
     def chunks(self, sections: list[Section]) -> list[Chunk]:

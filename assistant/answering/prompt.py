@@ -1,9 +1,10 @@
 """The prompt, the language rule and the citation check.
 
-Passages are numbered and delimited as quoted material; the system prompt says that
-instructions inside them are data, not orders. The answer's `[n]` markers are parsed
-afterwards: markers that point at no passage are removed and counted, and the citations
-returned are exactly the passages the cleaned answer cites.
+Passages are numbered and delimited as quoted material, each with its document's title
+and heading path; the system prompt says that instructions inside them are data, not
+orders. The answer's `[n]` markers are parsed afterwards: markers that point at no
+passage are removed and counted, and the citations returned are exactly the passages
+the cleaned answer cites.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def _quote(value: str) -> str:
     return _TAG.sub("‹passage", value).replace('"', "'")
 
 
+def _attribute(value: str) -> str:
+    """A value quoted for an attribute of the passage tag, on one line."""
+    return _quote(" ".join(value.split()))
+
+
 def build_messages(
     question: str, passages: list[Passage], original: str | None = None
 ) -> list[dict[str, str]]:
@@ -44,11 +50,12 @@ def build_messages(
     language = "Japanese" if language_of(original or question) == "ja" else "English"
     blocks = []
     for n, passage in enumerate(passages, start=1):
-        attrs = f'n="{n}" source="{_quote(passage.source)}"'
+        attrs = f'n="{n}" source="{_attribute(passage.source)}"'
         if passage.page is not None:
             attrs += f' page="{passage.page}"'
+        attrs += f' title="{_attribute(passage.title)}"'
         if passage.section:
-            attrs += f' section="{_quote(passage.section)}"'
+            attrs += f' section="{_attribute(passage.section)}"'
         blocks.append(f"<passage {attrs}>\n{_quote(passage.text)}\n</passage>")
     user = "Passages:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question.strip()}"
     return [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from assistant import sparse
 from assistant.embedder import Embedder
@@ -12,6 +12,8 @@ from assistant.index import Field, Hit, SearchRequest, SparseTerms, open_index
 from assistant.retrieval.rerank import Reranker
 from assistant.retrieval.routing import Retrieval, language_of, legs_for
 from assistant.settings import EVERYONE, Settings
+
+HEADING_SEPARATOR = " > "  # between the headings of a heading path (ingest.parsing.base)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,14 @@ class Passage:
             "similarity": self.similarity,
             "keyword_coverage": self.coverage,
         }
+
+    @property
+    def title(self) -> str:
+        """The document's title as this passage knows it: the top of its heading path (the
+        first heading, the H1 when the document has one), else the file name without its
+        extension."""
+        top = (self.section or "").split(HEADING_SEPARATOR, 1)[0].strip()
+        return top or PurePosixPath(self.source).stem or self.source
 
     @property
     def where(self) -> str:

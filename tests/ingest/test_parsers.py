@@ -118,6 +118,76 @@ def test_sentences_end_at_japanese_and_english_punctuation():
     assert "".join(pieces) == "週3日までです。申請は金曜日！本当？ Yes. Done"
 
 
+def test_wrapped_lines_stay_in_their_sentence_and_block_lines_are_their_own():
+    text = (
+        "Taxi fares are reimbursed after 22:00\nwith a receipt. Keep it\nfor a year, e.g. in"
+        " a folder.\n- one item\n- two\n| a | b |\n| 1 | 2 |\n「承認です。」と言った。\n"
+        "1. First step\n2. Second step"
+    )
+    assert split_sentences(text) == [
+        "Taxi fares are reimbursed after 22:00\nwith a receipt.",
+        " Keep it\nfor a year, e.g. in a folder.\n",
+        "- one item\n",
+        "- two\n",
+        "| a | b |\n",
+        "| 1 | 2 |\n",
+        "「承認です。」",
+        "と言った。\n",
+        "1. First step\n",
+        "2. Second step",
+    ]
+    wrapped = "Apply early (see\nSection 4)\nor late (it said “no.”)\nThen"
+    assert split_sentences(wrapped) == [
+        "Apply early (see\nSection 4)\nor late (it said “no.”)\n",
+        "Then",
+    ]
+
+
+def _wrapped(text: str, width: int) -> str:
+    """`text` wrapped at `width` characters, as PDF lines and HTML sources are."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def test_chunks_of_wrapped_text_start_and_end_at_sentence_ends(embedder):
+    """A line break inside a sentence is no place to cut: the overlap once began chunks
+    with the last lines of the one before, half a sentence."""
+    from ingest.parsing import Section
+
+    english = " ".join(f"Form {i} goes to desk {i % 9} by noon." for i in range(90))
+    japanese = "".join(f"第{i}条は申請の期限を定めます。" for i in range(90))
+    chunker = Chunker(embedder.count_tokens, size=64, overlap=16)
+    for text, end in ((_wrapped(english, 30), "."), (_wrapped(japanese, 11), "。")):
+        chunks = chunker.chunks([Section(text)])
+        assert len(chunks) > 5
+        firsts = [c.text.split(end)[0] for c in chunks]
+        assert all(c.text.endswith(end) for c in chunks), [c.text[-30:] for c in chunks]
+        assert all(f.startswith(("Form", "第")) for f in firsts), firsts
+        pairs = zip(chunks, chunks[1:], strict=False)
+        assert any(first in a.text for (a, _), first in zip(pairs, firsts[1:], strict=False)), (
+            "neighbours share whole sentences (the overlap)"
+        )
+
+
+def test_a_chunk_the_tokenizer_reads_longer_is_halved_at_a_sentence_end():
+    """The splitter adds up the counts of its pieces; a tokenizer that counts more for
+    the whole makes the chunker halve the chunk, at a sentence end, not mid-word."""
+    from ingest.parsing import Section
+
+    def superadditive(text: str) -> int:  # long texts count more than their parts
+        words = len(text.split())
+        return words + (words // 10) ** 2
+
+    text = " ".join(f"Step {i} needs {'a signed ' * (i % 4)}form." for i in range(40))
+    chunks = Chunker(superadditive, size=40, overlap=0).chunks([Section(text)])
+    assert all(superadditive(c.text) <= 40 for c in chunks)
+    assert all(c.text.startswith("Step") and c.text.endswith("form.") for c in chunks), [
+        c.text for c in chunks
+    ]
+    assert " ".join(c.text for c in chunks) == text
+
+
 def test_chunks_fit_the_model_and_overlap(embedder):
     from ingest.parsing import Section
 

@@ -3,6 +3,7 @@ with the Ollama-protocol test server standing in for Ollama over HTTP."""
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from assistant.index import open_index
 from ingest.pipeline import Ingestor
 from tests.conftest import closed_port_url
 from tests.ollama_server import FakeOllama
+from ui.web.chat import passage_markdown
 from ui.web.i18n import STRINGS
 
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "web" / "app.py")
@@ -149,3 +151,93 @@ def test_japanese_interface_from_the_language_switch(page):
 
 def test_every_string_has_both_languages():
     assert all(set(texts) == {"en", "ja"} and all(texts.values()) for texts in STRINGS.values())
+
+
+# -- a cited passage as Markdown ---------------------------------------------------------
+
+
+def _rendered(markdown: str) -> str:
+    """HTML from Markdown with raw HTML off and tables on, as Streamlit renders it."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+
+
+def _cells(rendered: str) -> list[str]:
+    return [html.unescape(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", rendered)]
+
+
+HOSTILE_TABLE = """Limits [x] apply ] now, see [1].
+Second line [
+| Item [x] | Limit ] |
+|---|--:|
+| Hotel <script>alert(1)</script> | [card](javascript:alert(1)) |
+| ![p](javascript:alert(2)) | a \\| b **c** |
+
+After the table"""
+
+
+def test_a_passage_shows_brackets_and_lines_literally_and_its_tables_as_tables():
+    rendered = _rendered(passage_markdown(HOSTILE_TABLE))
+    assert rendered.count("<table>") == 1
+    assert "<script" not in rendered and "<a " not in rendered and "<img" not in rendered
+    assert "<strong>" not in rendered and "<h" not in rendered.replace("<hr", "")
+    assert _cells(rendered) == [
+        "Item [x]",
+        "Limit ]",
+        "Hotel <script>alert(1)</script>",
+        "[card](javascript:alert(1))",
+        "![p](javascript:alert(2))",
+        "a | b **c**",
+    ]
+    before, after = rendered.split("<table>")
+    assert html.unescape(before) == "<p>Limits [x] apply ] now, see [1].<br />\nSecond line [</p>\n"
+    assert after.endswith("</table>\n<p>After the table</p>\n")
+
+
+def test_a_passage_flows_its_wrapped_lines_and_keeps_its_other_line_breaks():
+    text = (
+        "Part-time employees receive leave\npro-rated by days.\n- one\n- two\n"
+        "申請は\n金曜日までです。\n===\n\nEnd"
+    )
+    shown = html.unescape(_rendered(passage_markdown(text)))
+    assert shown == (
+        "<p>Part-time employees receive leave pro-rated by days.<br />\n- one<br />\n"
+        "- two<br />\n申請は金曜日までです。<br />\n===</p>\n<p>End</p>\n"
+    )  # and "===" under a line makes no heading of it
+
+
+def test_spreadsheet_rows_and_cut_tables_are_shown_as_tables():
+    rows = "Item: Hotel; Limit: 18,000 yen\nItem: Taxi [x]; Note: after 22:00; <b>x</b>"
+    rendered = _rendered(passage_markdown(rows, "finance/rates.xlsx"))
+    assert _cells(rendered) == [
+        "Item", "Limit", "Note",
+        "Hotel", "18,000 yen", "",
+        "Taxi [x]", "", "after 22:00; <b>x</b>",
+    ]  # fmt: skip
+    assert "<table>" not in _rendered(passage_markdown(rows, "notes.txt"))  # not a table file
+    cut = _rendered(passage_markdown("| 3 days | 11 days |\n| 2 days | 7 days |"))
+    assert _cells(cut) == ["", "", "3 days", "11 days", "2 days", "7 days"]  # header left empty
+
+
+def test_a_cited_table_is_shown_as_a_table_in_the_highlighted_passage(
+    page, settings, embedder, tmp_path
+):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "rates.md").write_text(
+        "# Hotel rates\n\nHotel rates [2024] apply\nfrom April ] on.\n\n"
+        "| City | Limit [yen] |\n|---|---|\n| Osaka | 18,000 |\n",
+        encoding="utf-8",
+    )
+    Ingestor(settings, embedder).run(docs)
+    app = _ask(page(closed_port_url(), settings.data_dir), "hotel rate Osaka")
+    (box, _download) = app.chat_message[1].expander[0].children.values()
+    assert "-passage-" in box.proto.id  # the container PASSAGE_STYLE highlights
+    (shown,) = [m.value for m in box.markdown]
+    assert ":orange-background[" not in shown
+    rendered = _rendered(shown)
+    assert html.unescape(rendered.split("<table>")[0]) == (
+        "<p>Hotel rates [2024] apply from April ] on.</p>\n"
+    )
+    assert _cells(rendered) == ["City", "Limit [yen]", "Osaka", "18,000"]
