@@ -30,25 +30,12 @@ if __package__ in (None, ""):
 
 from assistant import sparse  # noqa: E402
 from assistant.embedder import Embedder  # noqa: E402
+from assistant.evaluation import holds_passage  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from ingest.chunker import Chunker  # noqa: E402
 from ingest.parsing import parse, supported  # noqa: E402
 
 WEIGHTED = os.environ.get("WEIGHTED") == "1"
-
-
-def squash(text: str) -> str:
-    return " ".join(text.split())
-
-
-def passage_hit(chunk: str, passage: str) -> bool:
-    """The chunk holds the gold passage, or a run of it long enough to answer from."""
-    if not passage:
-        return False
-    if passage in chunk:
-        return True
-    width = min(len(passage), 50)
-    return any(passage[i : i + width] in chunk for i in range(0, len(passage) - width + 1, 5))
 
 
 def load(folder: Path) -> tuple[list[dict], list[dict]]:
@@ -122,7 +109,6 @@ def main() -> None:
     embedder = Embedder(settings.embed_model_dir)
     chunker = Chunker(embedder.count_tokens, settings.chunk_size, settings.chunk_overlap)
     chunks = chunks_of(args.folder / "corpus", chunker)
-    texts = [squash(text) for _, text in chunks]
     print(f"{len(chunks)} chunks, {len(answerable)} answerable, {len(unanswerable)} not")
     print("scheme | doc hit@1 @5 @10 MRR@10 | passage hit@5 MRR@10 | coverage ans/unans | index s")
     for scheme in args.schemes:
@@ -144,13 +130,13 @@ def main() -> None:
         for row in answerable:
             order, coverage = rank(row["question"])
             gold = set(row["sources"])
-            passage = squash(row.get("passage", ""))
+            passage = row.get("passage", "")
             doc = next((r for r, i in enumerate(order, 1) if chunks[i][0] in gold), None)
             hit = next(
                 (
                     r
                     for r, i in enumerate(order, 1)
-                    if chunks[i][0] in gold and passage_hit(texts[i], passage)
+                    if chunks[i][0] in gold and holds_passage(chunks[i][1], passage)
                 ),
                 None,
             )

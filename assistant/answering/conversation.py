@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_JAPANESE = re.compile(r"[\u3041-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
+from assistant.retrieval import language_of
 
 CONDENSE_PROMPT = """\
 You rewrite the user's last message in a conversation as one standalone question that \
@@ -124,7 +124,7 @@ def _content_count(question: str, japanese: bool) -> int:
 def needs_context(question: str) -> bool:
     """Whether a question asked after others means something only with them."""
     text = question.strip()
-    japanese = bool(_JAPANESE.search(text))
+    japanese = language_of(text) == "ja"
     words = _content_count(text, japanese)
     if words <= 1:
         return True
