@@ -161,6 +161,22 @@ def ingest_lock(settings: Settings, shard: Shard | None = None) -> Iterator[None
         lock.release()
 
 
+@dataclass
+class _Read:
+    """One file as read by the run: its bytes and hash, or why it could not be read, and
+    whether it will need the parser (not unchanged, not a copy of an indexed file)."""
+
+    path: Path
+    data: bytes = b""
+    doc_hash: str = ""
+    error: str | None = None
+    will_parse: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (str(self.path), self.doc_hash)
+
+
 class Ingestor:
     def __init__(
         self, settings: Settings, embedder: Embedder | None = None, index: Index | None = None
@@ -174,13 +190,52 @@ class Ingestor:
         self._to_embed: list[tuple[str, str, str, list[Chunk], str, list[str]]] = []
         self._worker: ParserWorker | None = None
 
-    def _parse(self, path: Path, data: bytes) -> list[Section]:
-        """In a worker process with a deadline and a memory limit (ingest/parsing/isolation.py)."""
+    @property
+    def worker(self) -> ParserWorker | None:
+        """The parsing process (ingest/parsing/isolation.py: a deadline and a memory limit
+        per file), or None when TAIMATSU_PARSE_TIMEOUT=0 parses in-process."""
         if not self.settings.parse_timeout:
-            return parse(path, data)
+            return None
         if self._worker is None:
             self._worker = ParserWorker(self.settings.parse_timeout, self.settings.parse_memory_mb)
-        return self._worker.parse(path, data)
+        return self._worker
+
+    def _parse(self, item: _Read) -> list[Section]:
+        worker = self.worker
+        if worker is None:
+            return parse(item.path, item.data)
+        return worker.parse(item.path, item.data, key=item.key)
+
+    def _parse_ahead(self, item: _Read | None) -> None:
+        """Hand the next file to the parsing process, so that it parses while this one's
+        chunks are made and embedded (files that will not be parsed are not sent)."""
+        worker = self.worker
+        if worker is None or item is None or not item.will_parse:
+            return
+        try:
+            worker.submit(item.key, item.path, item.data)
+        except ParseError:
+            pass  # the worker died: the file is parsed again when its turn comes, and reported
+
+    def _read(self, path: Path, info: DocInfo | None, by_hash: dict[str, str], limit: int) -> _Read:
+        try:
+            size = path.stat().st_size
+            if size > limit:
+                raise ParseError(
+                    f"{size / 2**20:.0f} MB is over the {self.settings.max_file_mb:g} MB "
+                    "limit (TAIMATSU_MAX_FILE_MB)"
+                )
+            data = path.read_bytes()
+        except ParseError as exc:
+            return _Read(path, error=str(exc))
+        except OSError as exc:
+            return _Read(path, error=_read_error(exc))
+        doc_hash = hashlib.sha256(data).hexdigest()
+        twin = by_hash.get(doc_hash)
+        will_parse = not (info and doc_hash in info.hashes) and not (
+            twin is not None and Path(twin).suffix.lower() == path.suffix.lower()
+        )
+        return _Read(path, data, doc_hash, will_parse=will_parse)
 
     @property
     def chunker(self) -> Chunker:
@@ -235,11 +290,19 @@ class Ingestor:
         ]
         seen: set[str] = set()
         limit = int(self.settings.max_file_mb * 1024 * 1024)
-        for path in files:
+
+        def read(path: Path) -> _Read:
+            source = display_path(path.relative_to(root_path))
+            return self._read(path, indexed.get(source), by_hash, limit)
+
+        ahead: _Read | None = None
+        for i, path in enumerate(files):
             source = display_path(path.relative_to(root_path))
             seen.add(source)
             summary.files_seen += 1
-            self._one(root, path, source, indexed.get(source), by_hash, acl, limit, summary)
+            item = ahead if ahead is not None else read(path)
+            ahead = read(files[i + 1]) if i + 1 < len(files) else None
+            self._one(root, item, source, indexed.get(source), by_hash, acl, summary, ahead)
             # chunks are embedded across documents: fuller, length-sorted model batches
             if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
                 self._embed_queued()
@@ -261,32 +324,25 @@ class Ingestor:
     def _one(
         self,
         root: str,
-        path: Path,
+        item: _Read,
         source: str,
         info: DocInfo | None,
         by_hash: dict[str, str],
         acl: Acl,
-        limit: int,
         summary: Summary,
+        ahead: _Read | None,
     ) -> None:
+        """Bring one file's document in line; `ahead` (the next file) is handed to the
+        parser as soon as the parser is free of this one."""
         groups = acl.groups_for(source)
-        try:
-            size = path.stat().st_size
-            if size > limit:
-                raise ParseError(
-                    f"{size / 2**20:.0f} MB is over the {self.settings.max_file_mb:g} MB "
-                    "limit (TAIMATSU_MAX_FILE_MB)"
-                )
-            data = path.read_bytes()
-        except ParseError as exc:
-            summary.failed.append({"source": source, "error": str(exc)})
+        if item.error is not None:
+            self._parse_ahead(ahead)
+            summary.failed.append({"source": source, "error": item.error})
             return
-        except OSError as exc:
-            summary.failed.append({"source": source, "error": _read_error(exc)})
-            return
-        doc_hash = hashlib.sha256(data).hexdigest()
+        doc_hash = item.doc_hash
         versions = info.hashes if info else set()
-        if doc_hash in versions:
+        if info is not None and doc_hash in versions:
+            self._parse_ahead(ahead)
             if versions != {doc_hash}:  # an interrupted replacement: keep this version only
                 self._pending.append(DeleteDocument(root, source, keep_hash=doc_hash))
             if sorted(info.groups) != groups:
@@ -297,14 +353,19 @@ class Ingestor:
         # the same bytes are indexed elsewhere (a move or a copy) and read by the same
         # parser: the parser goes by the extension (notes.txt renamed notes.md is parsed anew)
         twin = by_hash.get(doc_hash)
-        if twin is not None and Path(twin).suffix.lower() == path.suffix.lower():
+        if twin is not None and Path(twin).suffix.lower() == item.path.suffix.lower():
             reused = self._reuse(root, twin, source, doc_hash, groups)
             if reused:
+                self._parse_ahead(ahead)
                 summary.chunks_reused += reused
                 self._count_new(summary, versions)
                 return
         try:
-            chunks = self.chunker.chunks(self._parse(path, data))
+            try:
+                sections = self._parse(item)
+            finally:
+                self._parse_ahead(ahead)
+            chunks = self.chunker.chunks(sections)
         except ParseError as exc:
             summary.failed.append({"source": source, "error": str(exc)})
             return
@@ -316,7 +377,7 @@ class Ingestor:
         if not chunks:
             summary.failed.append({"source": source, "error": "no text found"})
             return
-        self._queue_document(root, source, doc_hash, chunks, path.suffix.lower(), groups)
+        self._queue_document(root, source, doc_hash, chunks, item.path.suffix.lower(), groups)
         summary.chunks_embedded += len(chunks)
         self._count_new(summary, versions)
 

@@ -5,7 +5,9 @@ the interpreter (parsers wrap C libraries: lxml, pdfium, tesseract). The ingesti
 must survive all three, so files are parsed by a worker process that has an address-
 space limit (RLIMIT_AS) and is given a deadline: a worker that overruns is killed and
 replaced, one that dies is replaced, and the file is reported as failed with the reason.
-The worker lives for the whole run, so the cost per file is one pipe round trip.
+The worker lives for the whole run, so the cost per file is one pipe round trip, and
+the run hands it the next file (`submit`) before embedding the last one's chunks, so the
+model and the parser work at the same time; each file keeps its own deadline.
 
 The worker is a plain `python -m ingest.parsing.isolation` talking over two inherited pipes (not
 multiprocessing's spawn, which re-imports the parent's `__main__` — inside the page that
@@ -20,6 +22,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -60,7 +63,9 @@ def _serve(requests: Connection, responses: Connection, memory_mb: int) -> None:
 
 
 class ParserWorker:
-    """One parsing process, restarted after a timeout or a crash."""
+    """One parsing process, restarted after a timeout or a crash. At most one file is in
+    the worker at a time: `submit` starts one, `parse` takes its result (or parses a file
+    not submitted); a submitted file that is not asked for is dropped by the next call."""
 
     def __init__(self, timeout: float, memory_mb: int) -> None:
         self.timeout = timeout
@@ -68,6 +73,7 @@ class ParserWorker:
         self._process: subprocess.Popen | None = None
         self._requests: Connection | None = None
         self._responses: Connection | None = None
+        self._pending: tuple[object, float] | None = None  # (key, deadline) of the file inside
 
     def _start(self) -> tuple[Connection, Connection]:
         if self._process is None or self._process.poll() is not None:
@@ -109,22 +115,51 @@ class ParserWorker:
             if conn is not None:
                 conn.close()
         self._process = self._requests = self._responses = None
+        self._pending = None
 
-    def parse(self, path: Path, data: bytes) -> list[Section]:
-        requests, responses = self._start()
+    def _crashed(self) -> ParseError:
+        self._kill()
+        return ParseError("the parser crashed on this file (out of memory or a fault in a library)")
+
+    def submit(self, key: object, path: Path, data: bytes) -> None:
+        """Start parsing a file and return at once; `parse(path, data, key)` takes the
+        result. Its deadline runs from now."""
+        self._drop()
+        requests, _ = self._start()
         try:
             requests.send((path.name, data))
-            if not responses.poll(self.timeout):
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            raise self._crashed() from None
+        self._pending = (key, time.monotonic() + self.timeout)
+
+    def _receive(self) -> tuple[str, object]:
+        assert self._pending is not None and self._responses is not None
+        deadline = self._pending[1]
+        try:
+            if not self._responses.poll(max(0.0, deadline - time.monotonic())):
                 self._kill()
                 raise ParseError(
                     f"parsing took longer than {self.timeout:g} s (TAIMATSU_PARSE_TIMEOUT)"
                 )
-            status, result = responses.recv()
+            reply = self._responses.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
-            self._kill()
-            raise ParseError(
-                "the parser crashed on this file (out of memory or a fault in a library)"
-            ) from None
+            raise self._crashed() from None
+        self._pending = None
+        return reply
+
+    def _drop(self) -> None:
+        """Wait out (or kill at its deadline) a submitted file nobody asked for."""
+        if self._pending is not None:
+            try:
+                self._receive()
+            except ParseError:
+                pass
+
+    def parse(self, path: Path, data: bytes, key: object = None) -> list[Section]:
+        """The sections of a file: the submitted one under `key`, or this one parsed now."""
+        if key is None or self._pending is None or self._pending[0] != key:
+            self.submit(key, path, data)
+        status, result = self._receive()
         if status == "error":
             raise ParseError(result)
         return result

@@ -67,6 +67,44 @@ def test_a_file_needing_more_memory_than_allowed_is_reported(settings, embedder,
     )
 
 
+class WatchingEmbedder:
+    """The real model, noting for each embedding call whether the parsing process held a
+    file at that moment (the next file, handed over before the model started)."""
+
+    def __init__(self, inner, ingestor_box: list) -> None:
+        self.inner = inner
+        self.box = ingestor_box
+        self.parser_busy: list[bool] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed(self, texts):
+        worker = self.box[0]._worker
+        self.parser_busy.append(worker is not None and worker._pending is not None)
+        return self.inner.embed(texts)
+
+
+def test_the_parser_reads_the_next_file_while_the_model_embeds(settings, embedder, tmp_path):
+    """Each document is embedded on its own (queue of 1 chunk), so every embedding call
+    but the last has a next file to parse: the worker holds it during the call. Results
+    are the same as parsing one file at a time (in-process)."""
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLES, docs)
+    box: list = []
+    watching = WatchingEmbedder(embedder, box)
+    overlapped = settings.model_copy(update={"embed_queue": 1})
+    ingestor = Ingestor(overlapped, watching)
+    box.append(ingestor)
+    summary = ingestor.run(docs)
+    assert not summary.failed and summary.added >= 5
+    assert len(watching.parser_busy) >= summary.added - 1
+    assert all(watching.parser_busy[:-1]), watching.parser_busy
+    serial = overlapped.model_copy(update={"parse_timeout": 0, "data_dir": tmp_path / "serial"})
+    other = Ingestor(serial, embedder).run(docs)
+    assert (other.added, other.chunks_embedded) == (summary.added, summary.chunks_embedded)
+
+
 def _mutate(data: bytes, rng: random.Random) -> bytes:
     data = bytearray(data)
     for _ in range(rng.randint(1, 20)):
