@@ -18,7 +18,7 @@ from assistant.retrieval import Passage, language_of
 _N = r"(?:\^|(?:passage|source|doc)\s*)?[0-9０-９]+"
 _LIST = rf"\s*{_N}(?:\s*[,，、]\s*{_N})*\s*"
 _MARKER = re.compile(rf"(\s?)[\[［【]({_LIST})[\]］】]", re.IGNORECASE)
-_PAREN_MARKER = re.compile(rf"(?<=\S)(\s?)[(（]({_LIST})[)）]", re.IGNORECASE)
+_PAREN_MARKER = re.compile(rf"(?<=\S)([ \t]?)[(（]({_LIST})[)）]", re.IGNORECASE)
 _DIGITS = re.compile(r"[0-9０-９]+")
 _FOOTNOTE_LINE = re.compile(r"^[ \t]*\[\^?\d+\]:.*(?:\n|$)", re.MULTILINE)
 _CUT_MARKER = re.compile(r"\s?[\[［【][^\]］】\n]{0,20}$")
