@@ -128,8 +128,10 @@ class Settings(BaseSettings):
     llm_api_key_file: Path | None = Field(
         None, description="A file holding the API key (read at use; wins over llm_api_key)."
     )
-    llm_model: str = Field("qwen2.5:7b", description="Ollama model that writes the answers.")
-    llm_context_window: int = Field(8192, ge=512, description="Context window given to Ollama.")
+    llm_model: str = Field(
+        "qwen2.5:7b", description="Model that writes the answers (Ollama name or served id)."
+    )
+    llm_context_window: int = Field(8192, ge=512, description="Context window of the model.")
     llm_request_timeout: float = Field(
         600.0, gt=0, description="Seconds to wait for Ollama (CPU generation is slow)."
     )

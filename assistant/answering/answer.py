@@ -83,6 +83,14 @@ _MESSAGES = {
         "ja": "{host} で OpenAI API が提供されていないため（URL は /v1 で終わる必要があります）、"
         "文書の中から関連性の高い箇所を示します。",
     },
+    "slow": {
+        "en": "No language model answered because {server} at {host} took longer than "
+        "{timeout:g} seconds (raise TAIMATSU_LLM_REQUEST_TIMEOUT on slow machines), so here "
+        "are the most relevant passages from your documents.",
+        "ja": "{host} の{server}が {timeout:g} 秒以内に応答しなかったため"
+        "（遅いマシンでは TAIMATSU_LLM_REQUEST_TIMEOUT を大きくしてください）、"
+        "文書の中から関連性の高い箇所を示します。",
+    },
     "broken": {
         "en": "The language model stopped before finishing its answer, so here are the "
         "most relevant passages from your documents.",
@@ -172,6 +180,7 @@ class Answerer:
             server=_SERVER[backend][language],
             host=", ".join(urls(self.settings)),
             model=self.settings.llm_model,
+            timeout=self.settings.llm_request_timeout,
         )
 
     def answerable(self, question: str, passages: list[Passage]) -> bool:

@@ -9,7 +9,8 @@ the URL it is given: no tokenizer download, no other host).
 Errors are mapped to a reason the page can say in one sentence: "unreachable" (nothing
 listens), "missing" (the server lacks the model; say how to get it there), "unauthorized"
 (the server refused the API key), "endpoint" (an OpenAI URL without the API under it,
-usually a missing /v1), "broken" (the stream died after it started, or the server failed).
+usually a missing /v1), "slow" (no answer within TAIMATSU_LLM_REQUEST_TIMEOUT), "broken"
+(the stream died after it started, or the server failed).
 A connection reset before the first token is retried with backoff; a refused connection is
 not (it means no server, and the asker should get the passages at once) — the next
 replica is tried instead.
@@ -100,8 +101,8 @@ def _reason(exc: BaseException, started: bool) -> str | None:
         return "missing" if "model" in str(exc).lower() else "endpoint"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return "unauthorized"
-    if isinstance(exc, openai.APITimeoutError):
-        return "broken" if started else "unreachable"
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        return "slow"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         if isinstance(cause, _RESETS) and not started:
@@ -117,16 +118,27 @@ def _reason(exc: BaseException, started: bool) -> str | None:
 _ERRORS = (ollama.ResponseError, openai.APIError, ConnectionError, httpx.HTTPError, OSError)
 
 
-def stream_chat(llm: LLM, messages: list[dict[str, str]], url: str = "") -> Iterator[str]:
-    """The model's answer as text deltas; raises LLMUnavailable with a reason."""
+def _texts(llm: LLM, chat: list[ChatMessage], stream: bool) -> Iterator[str]:
+    if stream:
+        for response in llm.stream_chat(chat):
+            yield response.delta or ""
+    else:
+        yield llm.chat(chat).message.content or ""
+
+
+def stream_chat(
+    llm: LLM, messages: list[dict[str, str]], url: str = "", stream: bool = True
+) -> Iterator[str]:
+    """The model's answer as text deltas (one whole text when not `stream`); raises
+    LLMUnavailable with a reason."""
     chat = [ChatMessage(**m) for m in messages]
     for attempt, delay in enumerate((*RETRY_DELAYS, None)):
         started = False
         try:
-            for response in llm.stream_chat(chat):
+            for text in _texts(llm, chat, stream):
                 started = True
-                if response.delta:
-                    yield response.delta
+                if text:
+                    yield text
             return
         except _ERRORS as exc:
             reason = _reason(exc, started)
@@ -154,13 +166,13 @@ class LLMPool:
         self.replicas = [Replica(url, make_llm(settings, url)) for url in urls(settings)]
         self._turn = itertools.count()
 
-    def stream_chat(self, messages: list[dict[str, str]]) -> Iterator[str]:
+    def stream_chat(self, messages: list[dict[str, str]], stream: bool = True) -> Iterator[str]:
         start = next(self._turn)
         count = len(self.replicas)
         for i in range(count):
             replica = self.replicas[(start + i) % count]
             try:
-                yield from stream_chat(replica.llm, messages, replica.url)
+                yield from stream_chat(replica.llm, messages, replica.url, stream)
                 return
             except LLMUnavailable as exc:
                 if exc.reason != "unreachable" or i == count - 1:
@@ -168,8 +180,9 @@ class LLMPool:
                 log.warning("model server at %s unreachable; trying the next", replica.url)
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-        """A whole (short) answer at once, with the same errors as stream_chat."""
-        return "".join(self.stream_chat(messages))
+        """A whole (short) answer in one response (not streamed), with the same errors,
+        retries and failover as stream_chat."""
+        return "".join(self.stream_chat(messages, stream=False))
 
 
 # -- health ------------------------------------------------------------------------------

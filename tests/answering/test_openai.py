@@ -76,6 +76,7 @@ def test_a_follow_up_is_rewritten_by_the_openai_server(sample_settings, embedder
         )
     condense, final = chats(server)
     assert condense["json"]["messages"][1]["content"].endswith("Last message: And for part-timers?")
+    assert condense["json"]["stream"] is False and final["json"]["stream"] is True
     assert answer.standalone_question == standalone and answer.mode == Mode.GENERATED
     assert f"Question: {standalone}" in final["json"]["messages"][1]["content"]
 
@@ -177,6 +178,18 @@ def test_a_stream_broken_midway_falls_back_to_sources(sample_settings, embedder,
         )
     assert answer.mode == Mode.SOURCES_ONLY and "stopped before finishing" in answer.answer
     assert len(chats(server, backend)) == 1  # a stream that started is not asked again
+
+
+@pytest.mark.parametrize("backend", ["ollama", "openai"])
+def test_a_server_slower_than_the_timeout_gives_sources_and_says_so(
+    sample_settings, embedder, backend
+):
+    with SERVERS[backend](chunk_delay=30) as server:  # stop() ends the wait at once
+        ask = answerer(sample_settings, embedder, server.url, backend, llm_request_timeout=0.5)
+        answer = ask.ask(QUESTION, ["everyone"])
+    assert answer.mode == Mode.SOURCES_ONLY and one_sentence(answer.answer)
+    assert "took longer than 0.5 seconds" in answer.answer
+    assert len(chats(server, backend)) == 1  # a slow server is not asked again
 
 
 def test_an_openai_reset_before_the_first_token_is_retried(sample_settings, embedder):
