@@ -83,6 +83,14 @@ _MESSAGES = {
         "ja": "{host} で OpenAI API が提供されていないため（URL は /v1 で終わる必要があります）、"
         "文書の中から関連性の高い箇所を示します。",
     },
+    "key-file": {
+        "en": "No language model is available because the API key file {key_file} cannot be "
+        "read (set TAIMATSU_LLM_API_KEY_FILE to a readable file), so here are the most "
+        "relevant passages from your documents.",
+        "ja": "API キーのファイル {key_file} を読み込めないため"
+        "（TAIMATSU_LLM_API_KEY_FILE に読み込めるファイルを指定してください）、"
+        "文書の中から関連性の高い箇所を示します。",
+    },
     "slow": {
         "en": "No language model answered because {server} at {host} took longer than "
         "{timeout:g} seconds (raise TAIMATSU_LLM_REQUEST_TIMEOUT on slow machines), so here "
@@ -181,6 +189,7 @@ class Answerer:
             host=", ".join(urls(self.settings)),
             model=self.settings.llm_model,
             timeout=self.settings.llm_request_timeout,
+            key_file=self.settings.llm_api_key_file,
         )
 
     def answerable(self, question: str, passages: list[Passage]) -> bool:

@@ -9,11 +9,11 @@ the URL it is given: no tokenizer download, no other host).
 Errors are mapped to a reason the page can say in one sentence: "unreachable" (nothing
 listens), "missing" (the server lacks the model; say how to get it there), "unauthorized"
 (the server refused the API key), "endpoint" (an OpenAI URL without the API under it,
-usually a missing /v1), "slow" (no answer within TAIMATSU_LLM_REQUEST_TIMEOUT), "broken"
-(the stream died after it started, or the server failed).
-A connection reset before the first token is retried with backoff; a refused connection is
-not (it means no server, and the asker should get the passages at once) — the next
-replica is tried instead.
+usually a missing /v1), "key-file" (TAIMATSU_LLM_API_KEY_FILE cannot be read), "slow"
+(no answer within TAIMATSU_LLM_REQUEST_TIMEOUT), "broken" (the stream died after it
+started, or the server failed). A connection reset before the first token is retried
+with backoff; a refused connection is not (it means no server, and the asker should get
+the passages at once) — the next replica is tried instead.
 """
 
 from __future__ import annotations
@@ -163,10 +163,16 @@ class LLMPool:
 
     def __init__(self, settings: Settings) -> None:
         self.backend = settings.llm_backend
-        self.replicas = [Replica(url, make_llm(settings, url)) for url in urls(settings)]
+        self.replicas: list[Replica] = []
         self._turn = itertools.count()
+        try:
+            self.replicas = [Replica(url, make_llm(settings, url)) for url in urls(settings)]
+        except SettingsError as exc:  # an unreadable key file: each answer says so
+            log.error("%s", exc)
 
     def stream_chat(self, messages: list[dict[str, str]], stream: bool = True) -> Iterator[str]:
+        if not self.replicas:
+            raise LLMUnavailable("key-file")
         start = next(self._turn)
         count = len(self.replicas)
         for i in range(count):

@@ -116,11 +116,14 @@ def test_a_refused_key_is_one_sentence_and_never_shows_the_key(sample_settings, 
 
 
 def test_an_unreadable_key_file_is_one_sentence(sample_settings, embedder, tmp_path):
-    from assistant.errors import SettingsError
-
-    with pytest.raises(SettingsError) as refused:
-        answerer(sample_settings, embedder, "http://127.0.0.1:9/v1", llm_api_key_file=tmp_path)
-    assert "TAIMATSU_LLM_API_KEY_FILE" in str(refused.value) and "\n" not in str(refused.value)
+    with FakeOpenAI() as server:
+        ask = answerer(sample_settings, embedder, server.url, llm_api_key_file=tmp_path / "no")
+        answer = ask.ask(QUESTION, ["everyone"])
+        health = llm_health(ask.settings)
+    assert answer.mode == Mode.SOURCES_ONLY and one_sentence(answer.answer)
+    assert f"the API key file {tmp_path / 'no'} cannot be read" in answer.answer
+    assert not chats(server)  # nothing is sent without the key
+    assert "TAIMATSU_LLM_API_KEY_FILE" in health["error"]
 
 
 def test_a_missing_model_names_it_and_says_to_load_it_there(sample_settings, embedder):
