@@ -165,14 +165,16 @@ class LLMPool:
         self.backend = settings.llm_backend
         self.replicas: list[Replica] = []
         self._turn = itertools.count()
+        self._unusable: str | None = None if urls(settings) else "unreachable"
         try:
             self.replicas = [Replica(url, make_llm(settings, url)) for url in urls(settings)]
         except SettingsError as exc:  # an unreadable key file: each answer says so
             log.error("%s", exc)
+            self._unusable = "key-file"
 
     def stream_chat(self, messages: list[dict[str, str]], stream: bool = True) -> Iterator[str]:
-        if not self.replicas:
-            raise LLMUnavailable("key-file")
+        if self._unusable:
+            raise LLMUnavailable(self._unusable)
         start = next(self._turn)
         count = len(self.replicas)
         for i in range(count):
@@ -205,7 +207,8 @@ def llm_health(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:
         key_error = None
     check = _openai_health if settings.llm_backend == "openai" else _ollama_health
     servers = [check(url, settings.llm_model, timeout, key) for url in urls(settings)]
-    first = next((s for s in servers if s["reachable"]), servers[0])
+    none = {**_blank("", settings.llm_model), "error": "no model server URL is set"}
+    first = next((s for s in servers if s["reachable"]), servers[0] if servers else none)
     report = {**first, "backend": settings.llm_backend, "url": ",".join(urls(settings))}
     if key_error:
         report["error"] = key_error
