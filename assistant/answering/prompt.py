@@ -23,7 +23,8 @@ _DIGITS = re.compile(r"[0-9０-９]+")
 _FOOTNOTE_LINE = re.compile(r"^[ \t]*\[\^?\d+\]:.*(?:\n|$)", re.MULTILINE)
 _CUT_MARKER = re.compile(r"\s?[\[［【][^\]］】\n]{0,20}$")
 _ANSWER_PREAMBLE = re.compile(  # "Sure! Here is the answer based on the passages:"
-    r"^\s*(?:(?:sure|certainly|of course|okay|ok)\b|here(?:'s| is)\b|はい|以下)[^\n]*[:：]\s*\n",
+    r"^\s*(?:(?:sure|certainly|of course|okay|ok)\b|here(?:'s| is) (?:the |my )?answer\b|"
+    r"はい[、。！!])[^\n]*[:：]\s*\n",
     re.IGNORECASE,
 )
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)

@@ -100,6 +100,7 @@ def test_a_chatty_rewrite_over_the_openai_backend(sample_settings, embedder, sty
         ("<think>maybe [3]?</think>\nTwenty days [1].", "Twenty days [1].", [1], 0),
         ("no opening tag [3]</think>Twenty days [2].", "Twenty days [2].", [2], 0),
         ("Sure! Here is the answer:\nTwenty days [1].", "Twenty days [1].", [1], 0),
+        ("以下の条件があります：\n- 20日【1】", "以下の条件があります：\n- 20日[1]", [1], 0),
         ("Twenty days [1]. Part-timers get [2", "Twenty days [1]. Part-timers get", [1], 0),
         ("Twenty days 【9】.", "Twenty days.", [], 1),
     ],
