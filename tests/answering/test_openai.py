@@ -11,7 +11,7 @@ import pytest
 
 from assistant.answering import AnswerDone, Answerer, Mode, TextDelta, Turn, llm_health
 from assistant.retrieval import Searcher, language_of
-from tests.conftest import closed_port_url, json_lines, need_binary, run_cli
+from tests.conftest import closed_port_url, json_lines, need_binary
 from tests.ollama_server import FakeOllama, echo_reply
 from tests.openai_server import FakeOpenAI
 
@@ -208,51 +208,42 @@ def test_an_openai_reset_before_the_first_token_is_retried(sample_settings, embe
     assert len(chats(server)) == 2 and answer.mode == Mode.GENERATED and answer.cited
 
 
-def test_status_and_ask_from_the_command_line_with_the_openai_backend(sample_settings, tmp_path):
-    key_file = tmp_path / "key"
-    key_file.write_text("cli-key", encoding="utf-8")
-    env = {"TAIMATSU_LLM_BACKEND": "openai", "TAIMATSU_LLM_API_KEY_FILE": str(key_file)}
-    with FakeOpenAI(api_key="cli-key") as server:
-        env["TAIMATSU_LLM_URL"] = url = server.url
-        ask = run_cli("ask", "What is the minimum password length?", "--json",
-                      settings=sample_settings, extra_env=env)  # fmt: skip
-        status = run_cli("status", "--json", settings=sample_settings, extra_env=env)
-        text = run_cli("status", settings=sample_settings, extra_env=env)
-    assert ask.returncode == 0, ask.stderr
-    (body,) = json_lines(ask.stdout)
-    assert body["mode"] == "generated" and body["citations"] and body["citations_marked"]
-    (report,) = json_lines(status.stdout)
-    llm = report["llm"]
-    assert (llm["backend"], llm["url"], llm["model"]) == ("openai", url, "qwen2.5:7b")
-    assert llm["reachable"] and llm["model_present"] and "cli-key" not in status.stdout
-    assert f"llm: ok - openai at {url} model qwen2.5:7b present" in text.stdout
-
-
-def test_the_openai_backend_connects_to_the_configured_server_only(sample_settings, tmp_path):
-    """`taimatsu ask` and `status` with the openai backend, under strace: every connection
-    goes to the test server on 127.0.0.1 — not to api.openai.com (OPENAI_BASE_URL and
-    OPENAI_API_KEY in the environment are ignored), not to tiktoken's download site."""
+def test_the_command_line_on_the_openai_backend_connects_to_that_server_only(
+    sample_settings, tmp_path
+):
+    """`taimatsu ask` and `status` with the openai backend and a key file, under strace:
+    the answer and the status come from the test server, and every connection goes to it
+    on 127.0.0.1 — not to api.openai.com (OPENAI_BASE_URL and OPENAI_API_KEY in the
+    environment are ignored), not to tiktoken's download site."""
     from tests.test_egress import _inet_ports, parse_strace, product_env, run_traced
 
     strace = need_binary("strace")
-    with FakeOpenAI() as server:
-        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    key_file = tmp_path / "key"
+    key_file.write_text("cli-key\n", encoding="utf-8")
+    with FakeOpenAI(api_key="cli-key") as server:
+        url = server.url
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
         env = product_env(sample_settings.data_dir, closed_port_url())
         env.update(
             TAIMATSU_LLM_BACKEND="openai",
-            TAIMATSU_LLM_URL=server.url,
+            TAIMATSU_LLM_URL=url,
+            TAIMATSU_LLM_API_KEY_FILE=str(key_file),
             OPENAI_BASE_URL="http://192.0.2.1/v1",  # TEST-NET-1: must never be reached
             OPENAI_API_KEY="sk-from-the-environment",
             TIKTOKEN_CACHE_DIR=str(tmp_path / "tiktoken"),  # empty: a use would download
         )
-        attempts = []
+        attempts, outputs = [], {}
         for step, args in [("ask", ["ask", QUESTION, "--json"]), ("status", ["status", "--json"])]:
             trace = tmp_path / f"{step}.strace"
             result = run_traced(strace, trace, args, env, tmp_path)
             assert result.returncode == 0, result.stderr
             attempts += parse_strace(trace.read_text(), step)
-        assert json.loads(result.stdout)["llm"]["model_present"] is True
-    assert all(r["authorization"] == "Bearer none" for r in chats(server))
+            (outputs[step],) = json_lines(result.stdout)
+    answer, llm = outputs["ask"], outputs["status"]["llm"]
+    assert answer["mode"] == "generated" and answer["citations"] and answer["citations_marked"]
+    assert (llm["backend"], llm["url"], llm["model"]) == ("openai", url, "qwen2.5:7b")
+    assert llm["reachable"] and llm["model_present"] and "cli-key" not in json.dumps(outputs)
+    assert {r["authorization"] for r in server.requests} == {"Bearer cli-key"}
     offending = [(a.step, a.process, a.address, a.port) for a in attempts if a.offending]
     assert not offending
     assert port in _inet_ports(attempts, "ask") and port in _inet_ports(attempts, "status")
