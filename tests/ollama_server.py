@@ -5,7 +5,10 @@ server cannot run on the test machines. The real `ollama` Python client and
 the llama-index `Ollama` wrapper talk to it over HTTP, exactly as they would
 talk to Ollama. It does not run any model: every answer comes from a
 `reply` callable, by default a fixed "echo" rule that quotes the passages
-in the prompt (see `echo_reply`).
+in the prompt (see `echo_reply`); `styled_reply(style)` writes that echo the
+way real models do (other citation markers, none, preambles, <think> blocks,
+a reply cut at its limit: `REPLY_STYLES`). tests/openai_server.py reuses all
+of it for the OpenAI protocol.
 
 It is standard library only (`http.server.ThreadingHTTPServer`, served from a
 daemon thread) and binds an ephemeral port on 127.0.0.1, never another address.
