@@ -110,8 +110,28 @@ class Settings(BaseSettings):
         "http://127.0.0.1:11434",
         description="Ollama server URL; several, comma-separated, are used in turn (replicas).",
     )
-    llm_model: str = Field("qwen2.5:7b", description="Ollama model that writes the answers.")
-    llm_context_window: int = Field(8192, ge=512, description="Context window given to Ollama.")
+    llm_backend: Literal["ollama", "openai"] = Field(
+        "ollama",
+        description="The model server's protocol: ollama, or openai (any OpenAI-compatible "
+        "server: vLLM, llama.cpp's llama-server, LM Studio, LocalAI, LiteLLM, TGI).",
+    )
+    llm_url: str = Field(
+        "",
+        description="Model server URL(s), comma-separated replicas; for openai the base URL "
+        "with /v1. Empty: TAIMATSU_OLLAMA_HOST (ollama) or http://127.0.0.1:8000/v1 (openai).",
+    )
+    llm_api_key: str | None = Field(
+        None,
+        repr=False,  # never in a log line or a traceback's locals
+        description="API key the openai-backend server expects (sent as a Bearer token).",
+    )
+    llm_api_key_file: Path | None = Field(
+        None, description="A file holding the API key (read at use; wins over llm_api_key)."
+    )
+    llm_model: str = Field(
+        "qwen2.5:7b", description="Model that writes the answers (Ollama name or served id)."
+    )
+    llm_context_window: int = Field(8192, ge=512, description="Context window of the model.")
     llm_request_timeout: float = Field(
         600.0, gt=0, description="Seconds to wait for Ollama (CPU generation is slow)."
     )

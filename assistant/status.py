@@ -1,10 +1,10 @@
-"""Health of the index and of Ollama, as one JSON-ready report."""
+"""Health of the index and of the model server, as one JSON-ready report."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from assistant.answering import ollama_health
+from assistant.answering import llm_health
 from assistant.errors import StoreError
 from assistant.index import open_index
 from assistant.settings import Settings
@@ -34,4 +34,4 @@ def index_status(settings: Settings) -> dict[str, Any]:
 
 
 def collect(settings: Settings) -> dict[str, Any]:
-    return {"index": index_status(settings), "ollama": ollama_health(settings)}
+    return {"index": index_status(settings), "llm": llm_health(settings)}

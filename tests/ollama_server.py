@@ -5,7 +5,10 @@ server cannot run on the test machines. The real `ollama` Python client and
 the llama-index `Ollama` wrapper talk to it over HTTP, exactly as they would
 talk to Ollama. It does not run any model: every answer comes from a
 `reply` callable, by default a fixed "echo" rule that quotes the passages
-in the prompt (see `echo_reply`).
+in the prompt (see `echo_reply`); `styled_reply(style)` writes that echo the
+way real models do (other citation markers, none, preambles, <think> blocks,
+a reply cut at its limit: `REPLY_STYLES`). tests/openai_server.py reuses all
+of it for the OpenAI protocol.
 
 It is standard library only (`http.server.ThreadingHTTPServer`, served from a
 daemon thread) and binds an ephemeral port on 127.0.0.1, never another address.
@@ -114,6 +117,85 @@ def echo_reply(messages: list[dict[str, Any]]) -> str:
     return " ".join(parts) if parts else "I don't know."
 
 
+# -- replies as real models write them ---------------------------------------------------
+# echo_reply always writes perfect `[n]` markers and a bare rewrite; real models do not.
+# Each style turns the echo answer ("First. [1] Second. [2]") and the rewrite (a question)
+# into what models are seen to write: other marker forms (Japanese output often uses
+# 【1】 or ［１］), none at all, a chatty preamble, a <think> block before the answer, a
+# reply cut at the length limit.
+
+_ECHO_MARKER = re.compile(r"\s?\[(\d+)\]")
+_FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+def _markers(text: str, form: Callable[[str], str]) -> str:
+    return _ECHO_MARKER.sub(lambda m: form(m.group(1)), text)
+
+
+def _numbers(text: str) -> list[str]:
+    return _ECHO_MARKER.findall(text)
+
+
+def _at_end(text: str, form: Callable[[list[str]], str]) -> str:
+    return f"{_ECHO_MARKER.sub('', text)} {form(_numbers(text))}"
+
+
+def _cut(text: str) -> str:
+    """Cut inside the last marker, as a model stopped by its token limit leaves it."""
+    last = text.rfind("[")
+    return text[: last + 1] if last > 0 else text[: len(text) // 2]
+
+
+REPLY_STYLES: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
+    # style: (answer from the echo answer, rewrite from the standalone question)
+    "brackets": (lambda a: a, lambda q: q),
+    "lenticular": (lambda a: _markers(a, lambda n: f"【{n}】"), lambda q: f"「{q}」"),
+    "fullwidth": (
+        lambda a: _markers(a, lambda n: f"［{n.translate(_FULLWIDTH)}］"),
+        lambda q: f"書き換えた質問：「{q}」",
+    ),
+    "parens": (lambda a: _markers(a, lambda n: f" ({n})"), lambda q: f"**Question:** {q}"),
+    "footnote": (
+        lambda a: (
+            _markers(a, lambda n: f"[^{n}]")
+            + "".join(f"\n[^{n}]: passage {n}" for n in _numbers(a))
+        ),
+        lambda q: f"> {q}",
+    ),
+    "grouped": (lambda a: _at_end(a, lambda ns: f"[{', '.join(ns)}]"), lambda q: f'"{q}"'),
+    "adjacent": (lambda a: _at_end(a, lambda ns: "".join(f"[{n}]" for n in ns)), lambda q: q),
+    "none": (lambda a: _ECHO_MARKER.sub("", a), lambda q: q),
+    "preamble": (
+        lambda a: f"Sure! Here is the answer based on the passages:\n\n{a}",
+        lambda q: f'Sure! Here is the standalone question:\n\n"{q}"',
+    ),
+    "think": (
+        lambda a: (
+            "<think>The user asks about this. Passage [3] looks unrelated, so I "
+            f"will not cite it.</think>\n\n{a}"
+        ),
+        lambda q: f"<think>The user refers to the earlier question.</think>\n{q}",
+    ),
+    "cut": (_cut, lambda q: "<think>The user refers to the earlier question, so I"),
+    "refusal": (lambda a: a, lambda q: "I'm sorry, but I can't help with that request."),
+}
+
+
+def styled_reply(style: str, standalone: str | None = None) -> Reply:
+    """echo_reply in one of REPLY_STYLES; a rewrite request gets `standalone` (default:
+    the last message) written in that style."""
+    answer_style, rewrite_style = REPLY_STYLES[style]
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        text = echo_reply(messages)
+        user = [m for m in messages if m.get("role") == "user"]
+        if user and "Last message:" in str(user[-1].get("content") or ""):
+            return rewrite_style(standalone or text)
+        return answer_style(text)
+
+    return reply
+
+
 def _canonical(name: str) -> str:
     """`qwen2.5` and `qwen2.5:latest` are the same model, as in Ollama."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
@@ -134,12 +216,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, fake: FakeOllama) -> None:
+    def __init__(self, fake: FakeOllama, handler: type[BaseHTTPRequestHandler]) -> None:
         self.fake = fake
         self.conns: set[socket.socket] = set()
         self.workers: list[threading.Thread] = []
         self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", 0), handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         worker = threading.Thread(
@@ -370,6 +452,9 @@ class FakeOllama:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
+
     @property
     def url(self) -> str:
         if self._server is None:
@@ -380,7 +465,7 @@ class FakeOllama:
         if self._server is not None:
             raise RuntimeError("FakeOllama is already running")
         self._stopping.clear()
-        self._server = _Server(self)
+        self._server = _Server(self, self._handler())
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},

@@ -630,7 +630,7 @@ def test_whole_flow_connects_only_to_loopback(tmp_path, artifacts):
             assert json.loads(answered.stdout)["mode"] == "generated", answered.stdout
             status = run_traced(strace, traces["status"], ["status", "--json"], env, work)
             assert status.returncode == 0, status.stderr
-            assert json.loads(status.stdout)["ollama"]["model_present"] is True
+            assert json.loads(status.stdout)["llm"]["model_present"] is True
             cli_chats = sum(r["path"] == "/api/chat" for r in ollama.requests)
 
             _wait_healthy(server, url, log_path)

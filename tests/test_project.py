@@ -69,6 +69,26 @@ def test_cluster_layout_splits_ingestion_and_spreads_ollama():
     assert [n for n, svc in services.items() if svc.get("ports")] == ["ui"]
 
 
+def test_vllm_variant_answers_through_the_openai_backend_on_a_gpu():
+    spec = _compose("compose.yaml", "compose.vllm.yaml")
+    services = spec["services"]
+    vllm = services["vllm"]
+    assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert vllm["networks"] == {"internal": None} or set(vllm["networks"]) == {"internal"}
+    assert vllm["environment"]["VLLM_NO_USAGE_STATS"] == "1" and vllm["healthcheck"]["test"]
+    served = next(a for a in vllm["command"] if a.startswith("--served-model-name="))
+    assert services["ollama"]["profiles"] == ["ollama"]  # defined, not started
+    for app in ("ui", "ingest"):
+        env = services[app]["environment"]
+        assert (env["TAIMATSU_LLM_BACKEND"], env["TAIMATSU_LLM_URL"]) == (
+            "openai",
+            "http://vllm:8000/v1",
+        )
+        assert served == f"--served-model-name={env['TAIMATSU_LLM_MODEL']}"
+    assert [n for n, svc in services.items() if svc.get("ports")] == ["ui"]
+    _compose("compose.yaml", "compose.cluster.yaml", "compose.vllm.yaml")
+
+
 def test_dockerfile_is_cpu_only_offline_and_not_root():
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]

@@ -3,8 +3,8 @@
 `answer` runs a question end to end (follow-up rewrite, retrieval, prompt, streaming as
 typed events, citation check, the sources-only fallback) and names the answer modes,
 `conversation` bounds and condenses the history, `prompt` builds the messages and checks
-citations, `llm` talks to the model server, `history` keeps conversations and feedback
-per user."""
+citations, `llm` talks to the model server (Ollama or OpenAI-compatible), `history` keeps
+conversations and feedback per user."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from assistant.answering.answer import (
 )
 from assistant.answering.conversation import Turn
 from assistant.answering.history import Conversation, History
-from assistant.answering.llm import OllamaPool, ollama_health
+from assistant.answering.llm import LLMPool, llm_health
 from assistant.answering.prompt import build_messages, check_citations
 
 __all__ = [
@@ -29,12 +29,12 @@ __all__ = [
     "Answerer",
     "Conversation",
     "History",
+    "LLMPool",
     "Mode",
-    "OllamaPool",
     "PassagesFound",
     "TextDelta",
     "Turn",
     "build_messages",
     "check_citations",
-    "ollama_health",
+    "llm_health",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from assistant.answering.prompt import strip_think
 from assistant.retrieval import language_of
 
 CONDENSE_PROMPT = """\
@@ -61,11 +62,40 @@ def fallback_question(history: list[Turn], question: str) -> str:
     return " ".join([*(turn.question for turn in history[start:]), question])
 
 
-def clean_question(text: str, original: str) -> str:
-    """The model's rewrite, or the original if it gave nothing usable."""
-    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
-    line = line.removeprefix("Question:").strip().strip('"「」')
-    return line if 0 < len(line) <= 4 * len(original) + 400 else original
+_PREAMBLE = re.compile(
+    r"^(?:(?:sure|okay|ok|certainly|of course|absolutely|got it|yes)\b[!,.]*\s*"
+    r"|(?:here(?:'s| is)|this is)\b[^:：\n]*?(?:question|query|rewrite|version)\b[^:：\n]*[:：]\s*"
+    r"|(?:the\s+)?(?:rewritten|standalone|reformulated|rephrased|new)?\s*"
+    r"(?:standalone\s+)?(?:question|query)\s*[:：]\s*"
+    r"|(?:はい|わかりました|了解しました|承知しました)[、。!！]*\s*"
+    r"|(?:以下|こちら)(?:が|は)[^:：\n]*?(?:です|になります)?[:：。]\s*"
+    r"|(?:書き換えた|書き換え後の|独立した|言い換えた|書き直した)?質問\s*(?:文)?\s*[:：]\s*)",
+    re.IGNORECASE,
+)
+_MARKUP = re.compile(r"^[#>*\-\s]+|\*\*|__|`")
+_QUOTES = "\"'“”‘’「」『』"
+_REFUSAL = re.compile(
+    r"^(?:i'?m sorry|i am sorry|sorry|i can(?:no|')t|i am unable|i'm unable|as an ai|"
+    r"申し訳|すみません|できません)",
+    re.IGNORECASE,
+)
+
+
+def clean_question(text: str, original: str) -> str | None:
+    """The model's rewrite without its reasoning, preamble ("Sure! Here is the standalone
+    question:", 「書き換えた質問：」), quotes and markup — or None when what is left is no
+    plausible question (empty, a refusal, far longer than the question asked)."""
+    for line in strip_think(text).splitlines():
+        line = _MARKUP.sub("", line).strip()
+        while (stripped := _PREAMBLE.sub("", line, count=1).strip()) != line:
+            line = stripped
+        line = line.strip(_QUOTES + " ").strip()
+        if not line:
+            continue
+        if _REFUSAL.match(line) or len(line) > 4 * len(original) + 400:
+            return None
+        return line
+    return None
 
 
 # -- does a question need the conversation? ---------------------------------------------

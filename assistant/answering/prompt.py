@@ -10,11 +10,26 @@ the cleaned answer cites.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from assistant.retrieval import Passage, language_of
 
-_MARKER = re.compile(r"(\s?)\[(\d+(?:\s*[,、]\s*\d+)*)\]")
+_N = r"(?:\^|(?:passage|source|doc)\s*)?[0-9０-９]+"
+_LIST = rf"\s*{_N}(?:\s*[,，、]\s*{_N})*\s*"
+_MARKER = re.compile(rf"(\s?)[\[［【]({_LIST})[\]］】]", re.IGNORECASE)
+_PAREN_MARKER = re.compile(rf"(?<=\S)([ \t]?)[(（]({_LIST})[)）]", re.IGNORECASE)
+_DIGITS = re.compile(r"[0-9０-９]+")
+_FOOTNOTE_LINE = re.compile(r"^[ \t]*\[\^?\d+\]:.*(?:\n|$)", re.MULTILINE)
+_CUT_MARKER = re.compile(r"\s?[\[［【][^\]］】\n]{0,20}$")
+_ANSWER_PREAMBLE = re.compile(  # "Sure! Here is the answer based on the passages:"
+    r"^\s*(?:(?:sure|certainly|of course|okay|ok)\b|here(?:'s| is) (?:the |my )?answer\b|"
+    r"はい[、。！!])[^\n]*[:：]\s*\n",
+    re.IGNORECASE,
+)
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _TAG = re.compile(r"</?\s*passage", re.IGNORECASE)
 
 SYSTEM_PROMPT = """\
@@ -70,15 +85,53 @@ class CheckedAnswer:
     cited: list[int]  # passage numbers (1-based), in order of first citation
     dropped: int  # markers that pointed at no passage
 
+    @property
+    def marked(self) -> bool:
+        """Whether the text says which passages it rests on (a valid marker)."""
+        return bool(self.cited)
+
+
+def strip_think(text: str) -> str:
+    """A reply without its reasoning: `<think>…</think>` blocks, an unclosed one to the
+    end, and everything before a lone `</think>` (templates that open the block in the
+    prompt)."""
+    text = _THINK_BLOCK.sub("", text)
+    if (start := _THINK_OPEN.search(text)) is not None:
+        text = text[: start.start()]
+    if (end := _THINK_CLOSE.search(text)) is not None:
+        text = text[end.end() :]
+    return text
+
+
+def visible_so_far(text: str) -> str:
+    """The part of a reply still being written that may be shown: no reasoning, and no
+    trailing piece that may turn out to open a `<think>` block."""
+    text = strip_think(text).lstrip()
+    for cut in range(min(len(text), len("<think>")), 0, -1):
+        if "<think>".startswith(text[-cut:].lower()):
+            return text[:-cut]
+    return text
+
+
+def _numbers(group: str) -> list[int]:
+    return [int(unicodedata.normalize("NFKC", n)) for n in _DIGITS.findall(group)]
+
 
 def check_citations(answer: str, passage_count: int) -> CheckedAnswer:
+    """The answer with its markers in one form, `[n]`, whatever the model wrote: `[1]`,
+    `[1, 2]`, `[1][2]`, `【1】`, `［１］`, `[^1]`, `[Passage 1]`, or — when it wrote none of
+    those — `(1)`/`（1）` after text for numbers it was given. Reasoning blocks, footnote
+    definition lines, a chatty first line ("Sure! Here is the answer:") and a marker cut
+    off at the end are removed."""
     cited: list[int] = []
     dropped = 0
 
-    def keep(match: re.Match[str]) -> str:
+    def keep(match: re.Match[str], count_dropped: bool = True) -> str:
         nonlocal dropped
-        numbers = [int(n) for n in re.split(r"\s*[,、]\s*", match.group(2))]
+        numbers = _numbers(match.group(2))
         valid = [n for n in numbers if 1 <= n <= passage_count]
+        if not count_dropped and len(valid) < len(numbers):
+            return match.group(0)  # "(2024)": a year in parentheses, not a citation
         dropped += len(numbers) - len(valid)
         for n in valid:
             if n not in cited:
@@ -87,5 +140,10 @@ def check_citations(answer: str, passage_count: int) -> CheckedAnswer:
             return ""
         return match.group(1) + "".join(f"[{n}]" for n in valid)
 
-    text = _MARKER.sub(keep, answer).strip()
-    return CheckedAnswer(text, cited, dropped)
+    text = _ANSWER_PREAMBLE.sub("", _FOOTNOTE_LINE.sub("", strip_think(answer)), count=1)
+    text = _CUT_MARKER.sub("", text.rstrip())
+    if _MARKER.search(text):
+        text = _MARKER.sub(keep, text)
+    else:
+        text = _PAREN_MARKER.sub(lambda m: keep(m, count_dropped=False), text)
+    return CheckedAnswer(text.strip(), cited, dropped)

@@ -336,9 +336,9 @@ class Judge:
     """Faithfulness by the local model (temperature 0): supported sentences / sentences."""
 
     def __init__(self, settings: Settings) -> None:
-        from assistant.answering import OllamaPool
+        from assistant.answering import LLMPool
 
-        self.pool = OllamaPool(settings.model_copy(update={"llm_temperature": 0.0}))
+        self.pool = LLMPool(settings.model_copy(update={"llm_temperature": 0.0}))
 
     def supported(self, sentence: str, passages: Sequence[Passage]) -> bool:
         reply = self.pool.complete(judge_messages(sentence, passages)).strip().upper()
@@ -357,9 +357,9 @@ class Judge:
 
 
 def model_available(settings: Settings) -> bool:
-    from assistant.answering import ollama_health
+    from assistant.answering import llm_health
 
-    health = ollama_health(settings)
+    health = llm_health(settings)
     return bool(health.get("reachable") and health.get("model_present"))
 
 

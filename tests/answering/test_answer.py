@@ -166,7 +166,8 @@ def test_check_citations(raw, count, text, cited, dropped):
 
 def test_ask_and_status_commands(sample_settings):
     with FakeOllama() as server:
-        settings = sample_settings.model_copy(update={"ollama_host": server.url})
+        url = server.url
+        settings = sample_settings.model_copy(update={"ollama_host": url})
         result = run_cli("ask", "What is the minimum password length?", "--json", settings=settings)
         status = run_cli("status", "--json", settings=settings)
         text = run_cli("status", settings=settings)
@@ -179,11 +180,12 @@ def test_ask_and_status_commands(sample_settings):
     (report,) = json_lines(status.stdout)
     assert report["index"]["healthy"] and report["index"]["documents"] == 8
     assert report["index"]["embedding_model"]["dim"] == 384
-    assert report["ollama"]["reachable"] and report["ollama"]["model_present"]
-    assert report["ollama"]["version"] == server.version
+    llm = report["llm"]
+    assert llm["reachable"] and llm["model_present"] and llm["backend"] == "ollama"
+    assert llm["version"] == server.version and llm["url"] == url
     assert report["ocr"]["available"] is (shutil.which("tesseract") is not None)
     assert text.returncode == 0 and text.stdout.startswith("index: ok - 8 documents")
-    assert f"version {server.version}, model qwen2.5:7b present" in text.stdout
+    assert f"llm: ok - ollama at {url} version {server.version}, model qwen2.5:7b" in text.stdout
 
 
 def test_ask_without_ollama_from_the_command_line(sample_settings):
@@ -342,7 +344,7 @@ def test_modes_serialise_as_before_and_old_stored_turns_still_load(tmp_path):
         '{"question": "How many?", "answer": "Twenty [1].", "mode": "generated", '
         '"model": "qwen2.5:7b", "citations": [{"n": 1, "source": "a.md", "page": 2, '
         '"section": "Leave", "text": "Twenty days."}], "dropped_citations": 0, '
-        '"standalone_question": null}'
+        '"standalone_question": null, "citations_marked": true}'
     )
     assert [mode.value for mode in Mode] == ["generated", "sources-only", "not-found", "error"]
     history = History(tmp_path)

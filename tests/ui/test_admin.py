@@ -144,6 +144,34 @@ def test_page_shows_the_index_the_runs_with_failures_and_health(admin_page, admi
     assert STRINGS["admin_sync"]["ja"] in [s.value for s in japanese.subheader]
 
 
+def test_page_shows_each_openai_server_by_what_it_lacks(admin_page, monkeypatch):
+    """With the openai backend, each replica's line says what is wrong with it: model not
+    served, key refused, unreachable — and the one that is fine."""
+    from tests.openai_server import FakeOpenAI
+
+    down = closed_port_url() + "/v1"
+    monkeypatch.setenv("TAIMATSU_LLM_BACKEND", "openai")
+    monkeypatch.setenv("TAIMATSU_LLM_API_KEY", "the-key")
+    with (
+        FakeOpenAI(api_key="the-key") as good,
+        FakeOpenAI(api_key="the-key", models=["other"]) as lacking,
+        FakeOpenAI(api_key="another-key") as locked,
+    ):
+        urls = [good.url, lacking.url, locked.url, down]
+        monkeypatch.setenv("TAIMATSU_LLM_URL", ",".join(urls))
+        app = admin_page(closed_port_url())
+    assert f"Model server at {urls[0]}: model qwen2.5:7b served" in texts(app.success)
+    assert texts(app.warning)[0].startswith(
+        f"Model server at {urls[1]}: the model qwen2.5:7b is not served"
+    )
+    assert texts(app.error) == [
+        f"Model server at {urls[2]}: the API key was refused (set TAIMATSU_LLM_API_KEY or "
+        "TAIMATSU_LLM_API_KEY_FILE); answers show passages only",
+        f"Model server at {down}: unreachable; answers show passages only",
+    ]
+    assert "the-key" not in str([*texts(app.success), *texts(app.warning), *texts(app.error)])
+
+
 def test_upload_is_checked_then_searchable_by_the_chosen_group_only(
     admin_page, admin_env, embedder
 ):

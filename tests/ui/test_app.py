@@ -14,7 +14,7 @@ from assistant.answering import History
 from assistant.index import open_index
 from ingest.pipeline import Ingestor
 from tests.conftest import closed_port_url
-from tests.ollama_server import FakeOllama
+from tests.ollama_server import FakeOllama, styled_reply
 from ui.web.chat import passage_markdown
 from ui.web.i18n import STRINGS
 
@@ -59,6 +59,27 @@ def test_answer_with_numbered_citations(page):
     labels = [literal(e.label) for e in messages[1].expander]
     assert labels[0].startswith("[1] en/vpn-troubleshooting.pdf, p. 2")
     assert len(labels) == 2 and not messages[1].warning
+
+
+@pytest.mark.parametrize("style", ["lenticular", "none", "think", "cut"])
+def test_answers_in_the_styles_models_write_show_their_sources(page, style):
+    """A model citing as 【1】, citing nothing, thinking aloud first or cut at its limit
+    still gets an answer with sources on the page (tests/ollama_server.py REPLY_STYLES)."""
+    with FakeOllama(reply=styled_reply(style)) as server:
+        app = _ask(page(server.url), "What does error VPN-0x2F mean?")
+    assistant = app.chat_message[1]
+    answer = literal(assistant.markdown[0].value)
+    labels = [literal(e.label) for e in assistant.expander]
+    assert not assistant.warning and "VPN" in answer
+    assert "【" not in answer and "<think>" not in answer and "unrelated" not in answer
+    uncited = STRINGS["uncited_passages"]["en"]
+    captions = [c.value for c in assistant.caption]
+    if style == "none":
+        assert uncited in captions and "[" not in answer
+        assert [label.split(" ", 1)[0] for label in labels] == [f"[{n}]" for n in range(1, 6)]
+    else:
+        assert uncited not in captions and "[1]" in answer
+        assert len(labels) == (1 if style == "cut" else 2) and labels[0].startswith("[1] ")
 
 
 def test_without_model_the_page_says_so_above_the_passages(page):

@@ -214,7 +214,7 @@ def _answer_one(answerer: Any, question: str, asker: list[str], as_json: bool) -
 
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
-    """Show the index and the health of the index and of Ollama."""
+    """Show the health of the index and of the model server."""
     from assistant.status import collect
     from ingest.parsing.ocr import ocr_status
 
@@ -223,15 +223,16 @@ def status(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(report)
     else:
-        index, llm = report["index"], report["ollama"]
+        index, llm = report["index"], report["llm"]
         typer.echo(
             f"index: {'ok' if index['healthy'] else 'NOT OK'} - {index['documents']} documents, "
             f"{index['chunks']} chunks, model {index['embedding_model'].get('name')} "
             f"({index['backend']})"
         )
+        version = f" version {llm['version']}," if llm.get("version") else ""
         typer.echo(
-            f"ollama: {'ok' if llm['reachable'] and llm['model_present'] else 'NOT OK'} - "
-            f"{llm['host']} version {llm['version']}, model {llm['model']} "
+            f"llm: {'ok' if llm['reachable'] and llm['model_present'] else 'NOT OK'} - "
+            f"{llm['backend']} at {llm['url']}{version} model {llm['model']} "
             f"{'present' if llm['model_present'] else 'missing'}"
         )
         ocr = report["ocr"]

@@ -1,5 +1,5 @@
 """The administration page (administrators only): what the index holds (documents and
-chunks, by file type and by source folder), the health of the index and of Ollama, the
+chunks, by file type and by source folder), the health of the index and of the model server, the
 last ingestion runs and their failures, "Sync now", and uploads (ui/web/admin_upload.py).
 
 Long work runs in the background (ui/web/admin_jobs.py) and shows its progress here. Names
@@ -32,7 +32,7 @@ RUNS_SHOWN = 10
 
 @st.cache_data(ttl=30, show_spinner=False)
 def _health(settings_json: str) -> dict[str, Any]:
-    """Index and Ollama health (Ollama may take its timeout to answer: kept 30 s)."""
+    """Index and model-server health (a server may take its timeout to answer: kept 30 s)."""
     settings = Settings.model_validate_json(settings_json)
     return collect(settings)
 
@@ -102,18 +102,21 @@ def show_health(settings: Settings, stats: dict[str, Any], health: dict[str, Any
             st.caption(plain(f"{t('admin_model')}: {model.get('name')} ({model.get('dim')})"))
     else:
         st.error(plain(f"{t('admin_index_error')}: {index.get('error', '')}") + f" · {where}")
-    for server in health["ollama"]["servers"]:
+    backend = health["llm"]["backend"]
+    for server in health["llm"]["servers"]:
         values = {
-            "host": server["host"],
+            "host": server["url"],
             "version": server.get("version") or "?",
             "model": server["model"],
         }
         if not server["reachable"]:
-            st.error(say("admin_ollama_down", **values))
+            st.error(say(f"admin_{backend}_down", **values))
+        elif server.get("key_refused"):
+            st.error(say("admin_llm_key_refused", **values))
         elif not server["model_present"]:
-            st.warning(say("admin_ollama_missing", **values))
+            st.warning(say(f"admin_{backend}_missing", **values))
         else:
-            st.success(say("admin_ollama_ok", **values))
+            st.success(say(f"admin_{backend}_ok", **values))
 
 
 def show_runs(settings: Settings) -> None:

@@ -182,6 +182,8 @@ def show_answer(answerer: Answerer, user: User, key: str, body: dict[str, Any]) 
         st.markdown(plain(body["answer"]))
     if body.get("standalone_question"):
         st.caption(plain(f"🔎 {t('searched_for')}: {body['standalone_question']}"))
+    if body["mode"] == Mode.GENERATED and not body.get("citations_marked", True):
+        st.caption(t("uncited_passages"))  # the model marked none: these are what it read
     for citation in body["citations"]:
         show_citation(answerer, user, key, citation)
 

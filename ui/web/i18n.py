@@ -96,6 +96,31 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Ollama at {host}: unreachable; answers show passages only",
         "ja": "Ollama（{host}）：接続できません。回答は該当箇所の表示のみです",
     },
+    "admin_openai_ok": {
+        "en": "Model server at {host}: model {model} served",
+        "ja": "モデルサーバー（{host}）：モデル {model} を提供中",
+    },
+    "admin_openai_missing": {
+        "en": "Model server at {host}: the model {model} is not served (load it there, or set "
+        "TAIMATSU_LLM_MODEL to a served model); answers show passages only",
+        "ja": "モデルサーバー（{host}）：モデル {model} が提供されていません"
+        "（サーバーで読み込むか、TAIMATSU_LLM_MODEL を提供中のモデルにしてください）。"
+        "回答は該当箇所の表示のみです",
+    },
+    "admin_openai_down": {
+        "en": "Model server at {host}: unreachable; answers show passages only",
+        "ja": "モデルサーバー（{host}）：接続できません。回答は該当箇所の表示のみです",
+    },
+    "admin_llm_key_refused": {
+        "en": "Model server at {host}: the API key was refused (set TAIMATSU_LLM_API_KEY or "
+        "TAIMATSU_LLM_API_KEY_FILE); answers show passages only",
+        "ja": "モデルサーバー（{host}）：API キーが拒否されました（TAIMATSU_LLM_API_KEY または "
+        "TAIMATSU_LLM_API_KEY_FILE を設定してください）。回答は該当箇所の表示のみです",
+    },
+    "uncited_passages": {
+        "en": "Passages given to the model (the answer does not cite them)",
+        "ja": "モデルに渡した箇所（回答はこれらを引用していません）",
+    },
     "admin_runs": {"en": "Recent ingestion runs", "ja": "最近の取り込み"},
     "admin_no_runs": {"en": "No ingestion runs yet.", "ja": "まだ取り込みは行われていません。"},
     "admin_col_finished": {"en": "Finished", "ja": "終了時刻"},
