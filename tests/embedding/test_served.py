@@ -291,3 +291,18 @@ def test_the_local_stamp_is_recorded_as_before(embedder, sample_settings):
     same three fields, and the sample index (written by the local model) is accepted."""
     assert set(Embedder().stamp.as_dict()) == {"name", "checksum", "dim"}
     assert stamp_problem(open_index(sample_settings).read_stamp(), embedder.stamp) is None
+
+
+def test_a_server_that_changes_dimension_mid_run_is_refused(embedder, tmp_path):
+    shrink = {"on": False}
+
+    def embed(texts: list[str]) -> np.ndarray:
+        vectors = embedder.embed(texts)
+        return vectors[:, :128] if shrink["on"] else vectors
+
+    with EmbedServer(embed) as server:
+        served = ServedEmbedder(ollama_settings(tmp_path, server.url))
+        assert served.stamp.dim == 384
+        shrink["on"] = True
+        with pytest.raises(ModelMismatch, match=r"dimension 128, not 384.*`taimatsu reindex`"):
+            served.embed(["a chunk"])
