@@ -91,6 +91,24 @@ class Saved:
         return row
 
 
+class QueryMemo:
+    """The embedder with each question embedded once: every mode, the reranker row and
+    the gate ask the same questions (a served model is slow per request). A question's
+    vector depends on its text alone, so no score changes."""
+
+    def __init__(self, inner: TextEmbedder) -> None:
+        self.inner = inner
+        self.queries: dict[str, list[float]] = {}
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the embedder's
+        return getattr(self.inner, name)
+
+    def embed_query(self, text: str) -> list[float]:
+        if text not in self.queries:
+            self.queries[text] = self.inner.embed_query(text)
+        return self.queries[text]
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -275,9 +293,10 @@ def main() -> None:
         return merge(args.merge, args.out)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="taimatsu-eval-"))
-    embedder = open_embedder(Settings())
-    if isinstance(embedder, Embedder):
-        embedder.model  # noqa: B018 - load the model before anything is timed
+    inner = open_embedder(Settings())
+    if isinstance(inner, Embedder):
+        inner.model  # noqa: B018 - load the model before anything is timed
+    embedder = QueryMemo(inner)
     log(f"embedding model: {embedder.stamp.as_dict() | {'probe': '...'}}")
     reranker_url = args.reranker_url if reachable(args.reranker_url) else None
     saved = Saved(args.out.with_suffix(".rows.jsonl"), args.keep)
