@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -33,14 +34,51 @@ def default_model_dir() -> Path:
 
 @dataclass(frozen=True)
 class ModelStamp:
-    """What the index records about the model that wrote its vectors."""
+    """What the index records about the model that wrote its vectors.
+
+    A local model: its name, the checksum of its weight files and its dimension (the
+    record every index has had). A served model adds its backend, whether it is
+    multilingual, and `probe`: its vector of PROBE_TEXT, so that the server's model
+    replaced under the same name is seen (checksum is then a hash of backend, model name
+    and dimension)."""
 
     name: str
     checksum: str
     dim: int
+    backend: str = "local"
+    multilingual: bool = False
+    probe: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "checksum": self.checksum, "dim": self.dim}
+        record: dict[str, object] = {"name": self.name, "checksum": self.checksum, "dim": self.dim}
+        if self.backend != "local":
+            record["backend"] = self.backend
+        if self.multilingual:
+            record["multilingual"] = True
+        if self.probe is not None:
+            record["probe"] = list(self.probe)
+        return record
+
+
+class TextEmbedder(Protocol):
+    """What ingestion and retrieval need of an embedding model, local or served."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def stamp(self) -> ModelStamp: ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Passages (chunks) to normalized float32 vectors, one row each."""
+        ...
+
+    def embed_query(self, text: str) -> list[float]: ...
 
 
 def weights_checksum(model_dir: Path) -> str:

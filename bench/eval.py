@@ -10,7 +10,11 @@ For each gold set, in one run:
   product's query path: by-language (the default), hybrid, dense only and keyword only
   (same group filter); `--modes` adds the ablations rrf:D:K and bylang;
 - hybrid + reranker: with `--reranker DIR` (a cross-encoder folder), else reported as not
-  measured;
+  measured; hybrid + served reranker: one more row whenever a /rerank endpoint is
+  reachable (`--reranker-url URL` or `TAIMATSU_RERANKER_URL`);
+- the embedding model is the configured one (`TAIMATSU_EMBED_BACKEND`, `_URL`, `_MODEL`,
+  prefixes: a served model such as multilingual-e5 is measured the same way); sets whose
+  `corpus` is the same folder (a symlink) share one index;
 - plain llama-index: `VectorStoreIndex.from_documents(SimpleDirectoryReader(corpus))`
   with default settings and the same embedding model through `HuggingFaceEmbedding`
   (the packaged all-MiniLM-L6-v2 folder), timed, its retriever asked for 10 nodes.
@@ -38,7 +42,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from assistant.embedder import Embedder, default_model_dir  # noqa: E402
+from assistant.embedder import Embedder, TextEmbedder, default_model_dir  # noqa: E402
 from assistant.evaluation import (  # noqa: E402  # noqa: E402
     MODES,
     GoldItem,
@@ -53,6 +57,8 @@ from assistant.retrieval import (
     Searcher,  # noqa: E402
     language_of,  # noqa: E402
 )
+from assistant.retrieval.rerank import ServedReranker  # noqa: E402
+from assistant.served_embedder import open_embedder  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from ingest.pipeline import Ingestor  # noqa: E402
 
@@ -85,6 +91,24 @@ class Saved:
         return row
 
 
+class QueryMemo:
+    """The embedder with each question embedded once: every mode, the reranker row and
+    the gate ask the same questions (a served model is slow per request). A question's
+    vector depends on its text alone, so no score changes."""
+
+    def __init__(self, inner: TextEmbedder) -> None:
+        self.inner = inner
+        self.queries: dict[str, list[float]] = {}
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the embedder's
+        return getattr(self.inner, name)
+
+    def embed_query(self, text: str) -> list[float]:
+        if text not in self.queries:
+            self.queries[text] = self.inner.embed_query(text)
+        return self.queries[text]
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -95,12 +119,15 @@ def ours(
     items: list[GoldItem],
     size: int,
     work: Path,
-    embedder: Embedder,
+    embedder: TextEmbedder,
     keep: bool = False,
     modes: tuple[str, ...] = MODES,
     saved: Saved | None = None,
 ) -> tuple[list[dict], Searcher]:
-    settings = Settings(data_dir=work / f"{name}-{size}", chunk_size=size, lock_timeout=60)
+    folder = corpus.resolve().parent.name  # sets over one corpus share its index
+    settings = Settings().model_copy(
+        update={"data_dir": work / f"{folder}-{size}", "chunk_size": size, "lock_timeout": 60}
+    )
     timing = settings.data_dir / "bench-timing.json"
     if keep and timing.is_file():  # an index this script built and timed before
         chunks, seconds = json.loads(timing.read_text())
@@ -123,18 +150,27 @@ def ours(
             rows.append(done)
             continue
         row = score_retrieval(setting, items, lambda q, m=mode: retriever.search(q, m))
-        row.extra.update(chunks=chunks, ingest_seconds=seconds)
+        row.extra.update(
+            chunks=chunks,
+            ingest_seconds=seconds,
+            chunks_per_second=round(chunks / seconds, 2) if seconds else None,
+            model=embedder.stamp.name,
+        )
         rows.append(saved.put(name, row.as_json()) if saved else row.as_json())
         log(f"{name}: {row.name}: hit@5 {row.hit5:.3f} MRR {row.mrr10:.3f}")
     return rows, searcher
 
 
-def reranked(name: str, items: list[GoldItem], searcher: Searcher, model: Path) -> SettingScores:
-    settings = searcher.settings.model_copy(update={"reranker_model_dir": model})
+def reranked(
+    name: str, items: list[GoldItem], searcher: Searcher, model: Path | None, url: str | None = None
+) -> SettingScores:
+    update = {"reranker_model_dir": model} if model else {"reranker_url": url}
+    settings = searcher.settings.model_copy(update=update)
     retriever = Retriever(Searcher(settings, searcher.embedder), ["everyone"])
     size = settings.chunk_size
+    what = "reranker" if model else f"served reranker {url}"
     return score_retrieval(
-        f"ours hybrid + reranker, chunk {size}", items, lambda q: retriever.search(q, "hybrid")
+        f"ours hybrid + {what}, chunk {size}", items, lambda q: retriever.search(q, "hybrid")
     )
 
 
@@ -237,6 +273,11 @@ def main() -> None:
         "--modes", nargs="+", default=list(MODES), help="also rrf:D:K (weighted fusion), bylang"
     )
     parser.add_argument("--reranker", type=Path, default=None, help="a cross-encoder folder")
+    parser.add_argument(
+        "--reranker-url",
+        default=Settings().reranker_url,
+        help="a /rerank endpoint (default TAIMATSU_RERANKER_URL); scored when reachable",
+    )
     parser.add_argument("--no-llama-index", action="store_true")
     parser.add_argument("--limit", type=int, default=None, help="first N questions of a set")
     parser.add_argument("--top-k", type=int, default=Settings().top_k, help="for the gate")
@@ -252,8 +293,12 @@ def main() -> None:
         return merge(args.merge, args.out)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="taimatsu-eval-"))
-    embedder = Embedder()
-    embedder.model  # noqa: B018 - load the model before anything is timed
+    inner = open_embedder(Settings())
+    if isinstance(inner, Embedder):
+        inner.model  # noqa: B018 - load the model before anything is timed
+    embedder = QueryMemo(inner)
+    log(f"embedding model: {embedder.stamp.as_dict() | {'probe': '...'}}")
+    reranker_url = args.reranker_url if reachable(args.reranker_url) else None
     saved = Saved(args.out.with_suffix(".rows.jsonl"), args.keep)
     sections: list[tuple[str, list[dict]]] = []
     gold: dict[str, list[GoldItem]] = {}
@@ -263,8 +308,10 @@ def main() -> None:
         gold[name] = items
         corpus = args.data / name / "corpus"
         if args.gate_only:
-            data_dir = work / f"{name}-{args.chunk_sizes[0]}"
-            settings = Settings(data_dir=data_dir, chunk_size=args.chunk_sizes[0])
+            data_dir = work / f"{corpus.resolve().parent.name}-{args.chunk_sizes[0]}"
+            settings = Settings().model_copy(
+                update={"data_dir": data_dir, "chunk_size": args.chunk_sizes[0]}
+            )
             searchers[name] = Searcher(settings, embedder)
             continue
         rows: list[dict] = []
@@ -277,6 +324,9 @@ def main() -> None:
             searchers.setdefault(name, searcher)  # the first size is the gate's
         if args.reranker and "hybrid" in args.modes:
             row = reranked(name, items, searchers[name], args.reranker)
+            rows.append(saved.put(name, row.as_json()))
+        if reranker_url and "hybrid" in args.modes:
+            row = reranked(name, items, searchers[name], None, reranker_url)
             rows.append(saved.put(name, row.as_json()))
         elif "hybrid" in args.modes:
             first = args.chunk_sizes[0]
@@ -308,6 +358,13 @@ def main() -> None:
     write(sections, gate_rows, args.out)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def reachable(url: str | None) -> bool:
+    """A /rerank endpoint that answers a one-document request (else no row for it)."""
+    if not url:
+        return False
+    return ServedReranker(url).scores("probe", ["probe"]) is not None
 
 
 def write(sections: list[tuple[str, list[dict]]], gate_rows: list[dict], out: Path) -> None:

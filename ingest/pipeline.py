@@ -24,7 +24,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from assistant import sparse
-from assistant.embedder import Embedder
+from assistant.embedder import Embedder, TextEmbedder
 from assistant.errors import AclError, IngestBusy, IngestError, ParseError
 from assistant.index import (
     ChunkPoint,
@@ -38,6 +38,7 @@ from assistant.index import (
     Upsert,
     open_index,
 )
+from assistant.served_embedder import ServedEmbedder
 from assistant.settings import Settings
 from ingest.acl import Acl
 from ingest.chunker import Chunk, Chunker
@@ -179,10 +180,14 @@ class _Read:
 
 class Ingestor:
     def __init__(
-        self, settings: Settings, embedder: Embedder | None = None, index: Index | None = None
+        self, settings: Settings, embedder: TextEmbedder | None = None, index: Index | None = None
     ) -> None:
         self.settings = settings
-        self.embedder = embedder or Embedder(settings.embed_model_dir, settings.embed_batch_size)
+        self.embedder = embedder or (
+            Embedder(settings.embed_model_dir, settings.embed_batch_size)
+            if settings.embed_backend == "local"
+            else ServedEmbedder(settings)
+        )
         self.index = index or open_index(settings)
         self._chunker: Chunker | None = None
         self._pending: list[Operation] = []

@@ -3,8 +3,10 @@ no question copies its document.
 
     python scripts/check_gold.py tests/data/eval/natural            # every set under it
     python scripts/check_gold.py tests/data/eval/natural/ja --stats
+    python scripts/check_gold.py tests/data/eval/natural/en-ja   # English about ja/corpus
 
-A set is a folder holding `corpus/` (the documents, as ingested), `gold.jsonl` (one
+A set is a folder holding `corpus/` (the documents, as ingested, or a symbolic link to
+another set's: `en-ja/` asks English questions of `ja/corpus`), `gold.jsonl` (one
 question a line) and optionally `conversations.jsonl`:
 
     {"id": "ja-001", "lang": "ja", "question": "…", "answerable": true,

@@ -331,13 +331,41 @@ def stamp_problem(recorded: dict[str, Any] | None, stamp: ModelStamp) -> str | N
             f"this version uses {SCHEMA_VERSION}); run `taimatsu reindex` to rebuild it"
         )
     model = (recorded or {}).get("model", {})
-    if model.get("checksum") == stamp.checksum and model.get("dim") == stamp.dim:
+    same = model.get("checksum") == stamp.checksum and model.get("dim") == stamp.dim
+    if same and _probes_agree(model.get("probe"), stamp.probe):
         return None
+    if same:
+        return (
+            f"the embedding server's model {stamp.name!r} ({stamp.backend}) now gives other "
+            "vectors than the ones in the index (the model behind that name changed); run "
+            "`taimatsu reindex` to rebuild it with the served model"
+        )
     return (
-        f"the index was built with the embedding model {model.get('name')!r} "
-        f"(dimension {model.get('dim')}), not {stamp.name!r} (dimension {stamp.dim}); "
-        "run `taimatsu reindex` to rebuild it with the configured model"
+        f"the index was built with the embedding model {_model_name(model)} "
+        f"(dimension {model.get('dim')}), not {_model_name(stamp.as_dict())} "
+        f"(dimension {stamp.dim}); run `taimatsu reindex` to rebuild it with the "
+        "configured model"
     )
+
+
+def _model_name(model: dict[str, Any]) -> str:
+    backend = model.get("backend")
+    return f"{model.get('name')!r}" + (f" served by {backend}" if backend else "")
+
+
+PROBE_AGREEMENT = 0.99  # cosine of two probe vectors of one served model (4-bit noise aside)
+
+
+def _probes_agree(recorded: list[float] | None, current: tuple[float, ...] | None) -> bool:
+    """A served model's vectors of the probe text, recorded and now, agree; true when
+    neither stamp has one (a local model, whose checksum covers its weights)."""
+    if recorded is None and current is None:
+        return True
+    if recorded is None or current is None or len(recorded) != len(current):
+        return False
+    dot = sum(a * b for a, b in zip(recorded, current, strict=True))
+    norm = math.sqrt(sum(a * a for a in recorded) * sum(b * b for b in current))
+    return norm > 0 and dot / norm >= PROBE_AGREEMENT
 
 
 def stamp_record(stamp: ModelStamp, created: float) -> dict[str, Any]:

@@ -6,6 +6,8 @@ question's language (docs/decisions.md, decision 2, holds the numbers behind it)
 other question by the dense leg alone, unless it names an exact term — a code or
 identifier such as `VPN-0x2F`, `ISO9001`, `max_file_mb`, `getUserName` or a quoted
 phrase — which the keyword leg finds and the dense leg may not: then both legs, fused.
+With a multilingual embedding model (a served bge-m3 or multilingual-e5; the model stamp
+says `multilingual`), a Japanese question is answered by MULTILINGUAL_JAPANESE instead.
 """
 
 from __future__ import annotations
@@ -45,11 +47,16 @@ def names_exact_term(question: str) -> bool:
     return False
 
 
-def legs_for(question: str, retrieval: Retrieval) -> Legs:
+MULTILINGUAL_JAPANESE: Legs = "both"  # docs/decisions.md, 12: measured with multilingual-e5
+
+
+def legs_for(question: str, retrieval: Retrieval, multilingual: bool = False) -> Legs:
+    """The legs for `question`; `multilingual`: the index's embedding model places
+    Japanese (its stamp says so), and a Japanese question uses the dense leg too."""
     if retrieval == "hybrid":
         return "both"
     if retrieval in ("dense", "keyword"):
         return retrieval
     if language_of(question) == "ja":
-        return "keyword"
+        return MULTILINGUAL_JAPANESE if multilingual else "keyword"
     return "both" if names_exact_term(question) else "dense"

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from assistant import sparse
-from assistant.embedder import Embedder
+from assistant.embedder import Embedder, TextEmbedder
 from assistant.errors import QuestionTooLong
 from assistant.index import Field, Hit, SearchRequest, SparseTerms, open_index
-from assistant.retrieval.rerank import Reranker
+from assistant.retrieval.rerank import Reranker, ServedReranker
 from assistant.retrieval.routing import Retrieval, language_of, legs_for
+from assistant.served_embedder import ServedEmbedder
 from assistant.settings import EVERYONE, Settings
 
 HEADING_SEPARATOR = " > "  # between the headings of a heading path (ingest.parsing.base)
@@ -108,13 +109,19 @@ def spread(hits: list[Hit], limit: int, per_document: int) -> list[Hit]:
 class Searcher:
     """The embedder and the index, loaded once per process."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings, embedder: TextEmbedder | None = None) -> None:
         self.settings = settings
-        self.embedder = embedder or Embedder(settings.embed_model_dir, settings.embed_batch_size)
-        self.index = open_index(settings)
-        self.reranker = (
-            Reranker(settings.reranker_model_dir) if settings.reranker_model_dir else None
+        self.embedder = embedder or (
+            Embedder(settings.embed_model_dir, settings.embed_batch_size)
+            if settings.embed_backend == "local"
+            else ServedEmbedder(settings)
         )
+        self.index = open_index(settings)
+        self.reranker: Reranker | ServedReranker | None = None
+        if settings.reranker_model_dir:
+            self.reranker = Reranker(settings.reranker_model_dir)
+        elif settings.reranker_url:
+            self.reranker = ServedReranker(settings.reranker_url, settings.reranker_model)
 
         self._model_checked = False
 
@@ -153,7 +160,9 @@ class Searcher:
             SparseTerms.of(sparse.embed_query(query)),
             [*groups, EVERYONE],  # everyone is in "everyone"
             limit=fetch,
-            legs=legs_for(query, retrieval or self.settings.retrieval),
+            legs=legs_for(
+                query, retrieval or self.settings.retrieval, self.embedder.stamp.multilingual
+            ),
         )
         hits = self.index.search(request)
         hits = sorted(current_versions(hits), key=lambda h: (-h.score, h.id))

@@ -6,6 +6,7 @@ import pytest
 
 from assistant.index import SetGroups, open_index
 from assistant.retrieval import Searcher, legs_for
+from assistant.retrieval.routing import MULTILINGUAL_JAPANESE
 from ingest.pipeline import Ingestor
 from tests.conftest import SAMPLES, json_lines, run_cli
 
@@ -59,6 +60,10 @@ def test_by_language_routes_each_question_to_its_legs(question, legs):
     assert legs_for(question, "by-language") == legs
     assert legs_for(question, "hybrid") == "both"
     assert legs_for(question, "dense") == "dense"
+    # a multilingual embedding model (its stamp says so) lets Japanese use the dense leg
+    multilingual = MULTILINGUAL_JAPANESE if legs == "keyword" else legs
+    assert legs_for(question, "by-language", multilingual=True) == multilingual
+    assert legs_for(question, "keyword", multilingual=True) == "keyword"
 
 
 def test_each_retrieval_setting_runs_its_legs(searcher):

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.embedder import Embedder
+from assistant.embedder import Embedder, TextEmbedder
 from assistant.errors import IngestBusy, TaimatsuError
+from assistant.served_embedder import open_embedder
 from assistant.settings import Settings
 from ingest import uploads
 from ingest.pipeline import Ingestor
@@ -163,7 +164,9 @@ def wait(job: Job, timeout: float) -> bool:
     return not job.running
 
 
-def _embedder(settings: Settings) -> Embedder:
+def _embedder(settings: Settings) -> TextEmbedder:
+    if settings.embed_backend != "local":  # a served model: nothing to load, nothing to share
+        return open_embedder(settings)
     key = (str(settings.embed_model_dir or ""), settings.embed_batch_size)
     with _guard:
         if key not in _embedders:

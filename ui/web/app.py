@@ -31,6 +31,8 @@ def _embedder(model_dir: str | None, batch_size: int) -> Embedder:
 def _answerer(settings_json: str) -> Answerer:
     settings = Settings.model_validate_json(settings_json)
     model_dir = str(settings.embed_model_dir) if settings.embed_model_dir else None
+    if settings.embed_backend != "local":  # a served model: nothing to load, nothing to share
+        return Answerer(settings, Searcher(settings))
     searcher = Searcher(settings, _embedder(model_dir, settings.embed_batch_size))
     return Answerer(settings, searcher)
 
