@@ -145,5 +145,7 @@ def real_model():
         if os.environ.get("CI"):
             pytest.fail(f"{exc} (`make venv` installs it)")
         pytest.skip(str(exc))
-    with RealModelServer(SmolLM(), aliases=(Settings.model_fields["llm_model"].default,)) as server:
+    with RealModelServer(
+        SmolLM(max_new_tokens=48), aliases=(Settings.model_fields["llm_model"].default,)
+    ) as server:
         yield server

@@ -430,6 +430,7 @@ class RealModelServer:
         url: `http://127.0.0.1:PORT`, once started (OpenAI clients: `url + "/v1"`).
         requests: every request received, as `{"method", "path", "json"}`.
         replies: the text of every chat answer written, in the order they ended.
+        tokens, generation_seconds: tokens generated and the time it took, in all.
     """
 
     def __init__(
@@ -441,6 +442,8 @@ class RealModelServer:
         self.port = port
         self.requests: list[dict[str, Any]] = []
         self.replies: list[str] = []  # the full text of each chat answer, in order
+        self.tokens = 0  # tokens generated, over all answers
+        self.generation_seconds = 0.0  # time spent generating them
         self._requests_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -506,6 +509,8 @@ class RealModelServer:
             pieces.close()
         with self._requests_lock:
             self.replies.append("".join(parts))
+            self.tokens += info.completion_tokens
+            self.generation_seconds += info.seconds
 
     def _record(self, request: dict[str, Any]) -> None:
         with self._requests_lock:
