@@ -190,6 +190,7 @@ async def load(
                 executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
             )
             warm = await browser.new_page()  # the first question loads the model
+            warm.set_default_timeout(300_000)  # a loaded machine starts the page slowly
             for _ in range(120):
                 try:
                     await warm.goto(url)

@@ -430,6 +430,7 @@ class RealModelServer:
         url: `http://127.0.0.1:PORT`, once started (OpenAI clients: `url + "/v1"`).
         requests: every request received, as `{"method", "path", "json"}`.
         replies: the text of every chat answer written, in the order they ended.
+        exchanges: `(messages, reply)` of each of them (a refused request has none).
         tokens, generation_seconds: tokens generated and the time it took, in all.
     """
 
@@ -442,6 +443,7 @@ class RealModelServer:
         self.port = port
         self.requests: list[dict[str, Any]] = []
         self.replies: list[str] = []  # the full text of each chat answer, in order
+        self.exchanges: list[tuple[list[dict[str, Any]], str]] = []  # (messages, reply)
         self.tokens = 0  # tokens generated, over all answers
         self.generation_seconds = 0.0  # time spent generating them
         self._requests_lock = threading.Lock()
@@ -509,6 +511,7 @@ class RealModelServer:
             pieces.close()
         with self._requests_lock:
             self.replies.append("".join(parts))
+            self.exchanges.append((messages, self.replies[-1]))
             self.tokens += info.completion_tokens
             self.generation_seconds += info.seconds
 

@@ -22,10 +22,11 @@ GOLD = [
 
 
 def _judged(server, start: int) -> list[str]:
+    """The judge's verdicts among the model's answers since the `start`-th."""
     return [
         reply
-        for body, reply in zip(server.chats()[start:], server.replies[start:], strict=True)
-        if body["messages"][0]["content"] == JUDGE_SYSTEM
+        for messages, reply in server.exchanges[start:]
+        if messages[0]["content"] == JUDGE_SYSTEM
     ]
 
 
@@ -35,7 +36,7 @@ def test_eval_answers_through_a_real_model(sample_settings, real_model, tmp_path
     )
     gold = tmp_path / "gold.jsonl"
     gold.write_text("".join(json.dumps(r) + "\n" for r in GOLD), "utf-8")
-    start = len(real_model.chats())
+    start = len(real_model.exchanges)
     result = run_cli(
         "eval", str(gold), "--answers", "--modes", "by-language", "--json", settings=settings
     )
@@ -72,13 +73,13 @@ def test_the_judge_reads_a_real_models_verdicts(sample_settings, embedder, real_
     passages = Searcher(settings, embedder).search("What does error VPN-0x2F mean?", ["everyone"])
     text = "Error VPN-0x2F means the device certificate has expired [1]. The sky is green [1]."
     answer = Answer("VPN-0x2F?", text, Mode.GENERATED, MODEL, passages, [1])
-    start = len(real_model.chats())
+    start = len(real_model.exchanges)
     score = Judge(settings).faithfulness(answer)
     verdicts = _judged(real_model, start)
     print(f"\njudge verdicts {verdicts!r}: faithfulness {score}")
     assert len(verdicts) == 2
     supported = [v.strip().upper().startswith(("YES", "はい")) for v in verdicts]
     assert score == sum(supported) / 2
-    for body in real_model.chats()[start:]:
+    for body in real_model.chats()[-2:]:
         assert body["options"]["temperature"] == 0.0  # the judge asks at temperature 0
         assert passages[0].text[:40] in body["messages"][-1]["content"]
