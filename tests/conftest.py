@@ -131,3 +131,21 @@ def run_cli(
 
 def json_lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """A real model (SmolLM2-135M-Instruct, run by transformers on the CPU) behind the
+    Ollama- and OpenAI-protocol server in tests/real_model.py, loaded once a session."""
+    from tests.real_model import RealModelServer, SmolLM, gguf_path
+
+    try:
+        gguf_path()
+    except RuntimeError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc} (`make venv` installs it)")
+        pytest.skip(str(exc))
+    with RealModelServer(
+        SmolLM(max_new_tokens=48), aliases=(Settings.model_fields["llm_model"].default,)
+    ) as server:
+        yield server

@@ -1,0 +1,107 @@
+"""Answering with a real model: SmolLM2-135M-Instruct (transformers, CPU) behind the
+protocol server in tests/real_model.py (the Ollama server cannot run here). Taimatsu's
+Answerer talks to it through the real llama-index Ollama wrapper and `ollama` client; the
+server's OpenAI route is driven by the official `openai` package. Nothing pins the model's
+words: the tests check what Taimatsu does with whatever it writes."""
+
+from __future__ import annotations
+
+import re
+
+import ollama
+import openai
+import pytest
+
+from assistant.answering import AnswerDone, Answerer, Mode, PassagesFound, TextDelta, Turn
+from assistant.answering.conversation import CONDENSE_PROMPT, clean_question
+from assistant.retrieval import Searcher
+from tests.real_model import MODEL
+
+MARKER = re.compile(r"\[(\d+(?:\s*[,、]\s*\d+)*)\]")
+
+
+def _answerer(settings, embedder, server) -> Answerer:
+    settings = settings.model_copy(update={"ollama_host": server.url, "llm_model": MODEL})
+    return Answerer(settings, Searcher(settings, embedder))
+
+
+def test_a_real_model_streams_an_answer_whose_citations_are_checked(
+    sample_settings, embedder, real_model
+):
+    question = "What does error VPN-0x2F mean?"
+    events = list(_answerer(sample_settings, embedder, real_model).stream(question, ["everyone"]))
+    found, done = events[0], events[-1]
+    assert isinstance(found, PassagesFound) and found.passages
+    assert isinstance(done, AnswerDone)
+    deltas = [e.text for e in events[1:-1] if isinstance(e, TextDelta)]
+    assert len(deltas) == len(events) - 2 >= 2  # it arrived in pieces, as written
+    answer, raw = done.answer, "".join(deltas)
+    print(f"\nmodel wrote: {raw!r}\ncited {answer.cited}, dropped {answer.dropped_citations}")
+    assert answer.mode == Mode.GENERATED and answer.model == MODEL
+    assert answer.answer.strip()
+    assert raw == real_model.replies[-1]  # what the model wrote is what the answerer read
+    # every marker the model wrote is either kept (a passage it was given) or counted dropped
+    numbers = [int(n) for g in MARKER.findall(raw) for n in re.split(r"\s*[,、]\s*", g)]
+    count = len(found.passages)
+    assert all(1 <= n <= count for n in answer.cited)
+    assert answer.cited == list(dict.fromkeys(n for n in numbers if 1 <= n <= count))
+    assert answer.dropped_citations == sum(1 for n in numbers if not 1 <= n <= count)
+    kept = {int(n) for g in MARKER.findall(answer.answer) for n in re.split(r"\D+", g)}
+    assert kept == set(answer.cited)
+    assert answer.passages == (found.passages if answer.cited else [])
+    # the prompt the model read held the numbered passages and the question
+    prompt = real_model.chats()[-1]["messages"][-1]["content"]
+    assert prompt.count("<passage n=") == count and "VPN-0x2F" in prompt
+    assert prompt.endswith(f"Question: {question}")
+
+
+def test_a_follow_up_is_rewritten_by_the_real_model(sample_settings, embedder, real_model):
+    history = [Turn("How many days of annual leave do full-time staff get?", "20 days. [1]")]
+    question = "And for part-timers?"
+    before = len(real_model.replies)
+    answer = _answerer(sample_settings, embedder, real_model).ask(question, ["everyone"], history)
+    chats = real_model.chats()[-2:]
+    assert chats[0]["messages"][0]["content"] == CONDENSE_PROMPT  # the model was asked
+    assert chats[0]["messages"][-1]["content"].endswith(f"Last message: {question}")
+    rewrite = real_model.replies[before]
+    searched = clean_question(rewrite, question)  # the rewrite, or the question if unusable
+    print(f"\nrewrite: {rewrite!r} -> searched {searched!r}; answer {answer.answer!r}")
+    assert searched.strip()
+    assert answer.standalone_question == (searched if searched != question else None)
+    assert chats[1]["messages"][-1]["content"].endswith(f"Question: {searched}")
+    assert answer.mode in (Mode.GENERATED, Mode.NOT_FOUND)  # by the gate on what it found
+    if answer.mode == Mode.GENERATED:
+        assert answer.answer.strip() and real_model.replies[-1].strip()
+
+
+def test_the_server_speaks_openai_and_ollama_with_the_same_greedy_words(real_model):
+    question = [{"role": "user", "content": "Name one primary colour."}]
+    client = openai.OpenAI(base_url=f"{real_model.url}/v1", api_key="unused", max_retries=0)
+    assert MODEL in [m.id for m in client.models.list()]
+    whole = client.chat.completions.create(model=MODEL, messages=question, max_tokens=12)
+    text = whole.choices[0].message.content
+    assert text.strip() and whole.choices[0].finish_reason in ("stop", "length")
+    assert 0 < whole.usage.completion_tokens <= 12 and whole.usage.prompt_tokens > 5
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=question,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices]
+    deltas = [d for d in deltas if d]
+    assert len(deltas) >= 2 and "".join(deltas) == text  # greedy: the same words, in pieces
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=question, max_tokens=4)
+
+    with ollama.Client(host=real_model.url) as native:
+        reply = native.chat(model=MODEL, messages=question, options={"num_predict": 12})
+        assert reply.message.content == text and reply.eval_count == whole.usage.completion_tokens
+        assert reply.done_reason == whole.choices[0].finish_reason
+        with pytest.raises(ollama.ResponseError) as missing:
+            native.chat(model="llama3.2", messages=question)
+    assert missing.value.status_code == 404
+    print(f"\nopenai and ollama: {text!r}")
