@@ -194,14 +194,14 @@ class Answerer:
 
     def answerable(self, question: str, passages: list[Passage]) -> bool:
         """Whether any passage is relevant enough to let the model answer: by meaning
-        (dense similarity; not for Japanese, which the packaged model places poorly) or
-        by the question's own terms (keyword coverage). `question` is the one asked, whose
-        language decides, not a rewrite that may carry an earlier question's words."""
+        (dense similarity; for Japanese only with a multilingual model — the packaged one
+        places Japanese poorly) or by the question's own terms (keyword coverage).
+        `question` is the one asked, whose language decides, not a rewrite that may carry
+        an earlier question's words."""
         settings = self.settings
         by_terms = any(p.coverage >= settings.min_keyword_coverage for p in passages)
-        by_meaning = language_of(question) != "ja" and any(
-            p.similarity >= settings.min_similarity for p in passages
-        )
+        placed = language_of(question) != "ja" or self.searcher.embedder.stamp.multilingual
+        by_meaning = placed and any(p.similarity >= settings.min_similarity for p in passages)
         return by_terms or by_meaning
 
     def standalone(self, question: str, history: list[Turn]) -> str:
