@@ -13,23 +13,34 @@ import openai
 import pytest
 
 from assistant.answering import AnswerDone, Answerer, Mode, PassagesFound, TextDelta, Turn
-from assistant.answering.conversation import CONDENSE_PROMPT, clean_question
+from assistant.answering.conversation import (
+    CONDENSE_PROMPT,
+    clean_question,
+    fallback_question,
+)
+from assistant.answering.prompt import check_citations
 from assistant.retrieval import Searcher
 from tests.real_model import MODEL
 
 MARKER = re.compile(r"\[(\d+(?:\s*[,、]\s*\d+)*)\]")
 
 
-def _answerer(settings, embedder, server) -> Answerer:
-    settings = settings.model_copy(update={"ollama_host": server.url, "llm_model": MODEL})
+def _answerer(settings, embedder, server, backend: str = "ollama") -> Answerer:
+    url = server.url if backend == "ollama" else f"{server.url}/v1"
+    update = {"llm_backend": backend, "llm_url": url, "llm_model": MODEL}
+    settings = settings.model_copy(update=update)
     return Answerer(settings, Searcher(settings, embedder))
 
 
+@pytest.mark.parametrize("backend", ["ollama", "openai"])
 def test_a_real_model_streams_an_answer_whose_citations_are_checked(
-    sample_settings, embedder, real_model
+    sample_settings, embedder, real_model, backend
 ):
+    """Through the llama-index Ollama wrapper, and through its OpenAILike wrapper on the
+    server's OpenAI route (as vLLM or llama.cpp's server would be reached)."""
     question = "What does error VPN-0x2F mean?"
-    events = list(_answerer(sample_settings, embedder, real_model).stream(question, ["everyone"]))
+    answerer = _answerer(sample_settings, embedder, real_model, backend)
+    events = list(answerer.stream(question, ["everyone"]))
     found, done = events[0], events[-1]
     assert isinstance(found, PassagesFound) and found.passages
     assert isinstance(done, AnswerDone)
@@ -40,15 +51,21 @@ def test_a_real_model_streams_an_answer_whose_citations_are_checked(
     assert answer.mode == Mode.GENERATED and answer.model == MODEL
     assert answer.answer.strip()
     assert raw == real_model.replies[-1]  # what the model wrote is what the answerer read
-    # every marker the model wrote is either kept (a passage it was given) or counted dropped
-    numbers = [int(n) for g in MARKER.findall(raw) for n in re.split(r"\s*[,、]\s*", g)]
+    # whatever markers it wrote (or none): the checked text cites only passages it was
+    # given, in one form, and the passages are shown — said to be uncited when it marked none
     count = len(found.passages)
+    checked = check_citations(raw, count)
+    assert answer.answer == checked.text and answer.dropped_citations == checked.dropped
+    assert answer.citations_marked == checked.marked
+    every = list(range(1, count + 1))
+    assert answer.cited == (checked.cited if checked.marked else every)
     assert all(1 <= n <= count for n in answer.cited)
-    assert answer.cited == list(dict.fromkeys(n for n in numbers if 1 <= n <= count))
-    assert answer.dropped_citations == sum(1 for n in numbers if not 1 <= n <= count)
     kept = {int(n) for g in MARKER.findall(answer.answer) for n in re.split(r"\D+", g)}
-    assert kept == set(answer.cited)
-    assert answer.passages == (found.passages if answer.cited else [])
+    assert kept <= set(answer.cited) and (kept == set(answer.cited)) == checked.marked
+    # a plain [n] the model wrote for a passage it was given is never lost
+    plain = [int(n) for g in MARKER.findall(raw) for n in re.split(r"\s*[,、]\s*", g)]
+    assert {n for n in plain if 1 <= n <= count} <= kept
+    assert answer.passages == found.passages
     # the prompt the model read held the numbered passages and the question
     prompt = real_model.chats()[-1]["messages"][-1]["content"]
     assert prompt.count("<passage n=") == count and "VPN-0x2F" in prompt
@@ -64,7 +81,8 @@ def test_a_follow_up_is_rewritten_by_the_real_model(sample_settings, embedder, r
     assert chats[0]["messages"][0]["content"] == CONDENSE_PROMPT  # the model was asked
     assert chats[0]["messages"][-1]["content"].endswith(f"Last message: {question}")
     rewrite = real_model.replies[before]
-    searched = clean_question(rewrite, question)  # the rewrite, or the question if unusable
+    # the cleaned rewrite, or — when nothing usable is left — the conversation's topic
+    searched = clean_question(rewrite, question) or fallback_question(history, question)
     print(f"\nrewrite: {rewrite!r} -> searched {searched!r}; answer {answer.answer!r}")
     assert searched.strip()
     assert answer.standalone_question == (searched if searched != question else None)
