@@ -332,6 +332,28 @@ def judge_messages(sentence: str, passages: Sequence[Passage]) -> list[dict[str,
     ]
 
 
+_NEGATIVE = re.compile(
+    r"\b(?:not|isn't|is\s+no|unsupported|cannot|can't|doesn't)\b|されていません|されない|いいえ",
+    re.IGNORECASE,
+)
+_POSITIVE = re.compile(r"\bsupported\b|裏付けられ|支持され", re.IGNORECASE)
+
+
+def verdict(reply: str) -> bool:
+    """The judge's YES, however the model words it: "YES", "Yes.", 「はい」, or a first
+    sentence saying the sentence is supported (small models rarely answer in one word);
+    never a reply that says "not", and never its reasoning block."""
+    from assistant.answering.prompt import strip_think
+
+    text = strip_think(reply).strip()
+    first = re.split(r"(?<=[.!?。！？])\s*|\n", text, maxsplit=1)[0]
+    if re.match(r"(?:yes|はい)\b", first, re.IGNORECASE) or first.startswith("はい"):
+        return True
+    if re.match(r"(?:no|いいえ)\b", first, re.IGNORECASE):
+        return False
+    return bool(_POSITIVE.search(first)) and not _NEGATIVE.search(first)
+
+
 class Judge:
     """Faithfulness by the local model (temperature 0): supported sentences / sentences."""
 
@@ -341,8 +363,7 @@ class Judge:
         self.pool = LLMPool(settings.model_copy(update={"llm_temperature": 0.0}))
 
     def supported(self, sentence: str, passages: Sequence[Passage]) -> bool:
-        reply = self.pool.complete(judge_messages(sentence, passages)).strip().upper()
-        return reply.startswith(("YES", "はい"))
+        return verdict(self.pool.complete(judge_messages(sentence, passages)))
 
     def faithfulness(self, answer: Any) -> float | None:
         cited = dict(answer.citations)

@@ -323,3 +323,29 @@ def test_single_leg_modes_use_the_group_filter(gold_slice, embedder):
             assert source not in [p.source for p in retriever.search(question, mode, 40)]
     finally:
         index.write([SetGroups(root, source, ["everyone"])])
+
+
+@pytest.mark.parametrize(
+    ("reply", "supported"),
+    [
+        ("YES", True),
+        ("Yes.", True),
+        ("yes, every fact is in passage 1", True),
+        ("はい", True),
+        ("はい、裏付けられています。", True),
+        ('The sentence is supported by the passages "VPN-0x2F: the certificate expired."', True),
+        ("<think>It might not be there.</think>YES", True),
+        ("NO", False),
+        ("No. The passages say nothing about taxis.", False),
+        ("The sentence is not supported by the passages.", False),
+        ("The sentence is unsupported.", False),
+        ("いいえ", False),
+        ("The passages mention the portal. It is supported.", False),  # first sentence decides
+        ("", False),
+        ("<think>yes</think>", False),
+    ],
+)
+def test_the_judge_reads_a_verdict_however_the_model_words_it(reply, supported):
+    from assistant.evaluation.scoring import verdict
+
+    assert verdict(reply) is supported

@@ -9,7 +9,7 @@ import json
 
 from assistant.answering import Answer, Mode
 from assistant.evaluation import JUDGE_SYSTEM
-from assistant.evaluation.scoring import Judge
+from assistant.evaluation.scoring import Judge, verdict
 from assistant.retrieval import Searcher
 from tests.conftest import run_cli
 from tests.real_model import MODEL
@@ -66,7 +66,8 @@ def test_eval_answers_through_a_real_model(sample_settings, real_model, tmp_path
 
 
 def test_the_judge_reads_a_real_models_verdicts(sample_settings, embedder, real_model):
-    """The faithfulness judge on a fixed cited answer: the model's own YES/NO decides."""
+    """The faithfulness judge on a fixed cited answer: the model's own verdict decides,
+    however it words it (`verdict`, tested on its own in test_eval.py)."""
     settings = sample_settings.model_copy(
         update={"ollama_host": real_model.url, "llm_model": MODEL}
     )
@@ -78,7 +79,7 @@ def test_the_judge_reads_a_real_models_verdicts(sample_settings, embedder, real_
     verdicts = _judged(real_model, start)
     print(f"\njudge verdicts {verdicts!r}: faithfulness {score}")
     assert len(verdicts) == 2
-    supported = [v.strip().upper().startswith(("YES", "はい")) for v in verdicts]
+    supported = [verdict(v) for v in verdicts]
     assert score == sum(supported) / 2
     for body in real_model.chats()[-2:]:
         assert body["options"]["temperature"] == 0.0  # the judge asks at temperature 0
