@@ -9,7 +9,9 @@ runs the product's queries through the index contract (`Index.search`, as the pa
 with the group filter inside (and the keyword leg's IDF counted over the asker's
 chunks): hybrid (dense + keyword, RRF), and each leg alone as
 `TAIMATSU_RETRIEVAL=by-language` routes an English (dense) or a Japanese (keyword)
-question.
+question. Each at two depths side by side: 5 hits (the former fetch) and the depth
+the product now fetches for 5 passages (`Searcher`: 4 hits per passage to spread them
+over documents, plus 10 for ties).
 In the same run it times the embedding of one query with the real model. Target:
 retrieval adds less than the query embedding itself. Also reports the index's size on
 disk and the process's peak memory.
@@ -42,10 +44,12 @@ from assistant.index import (  # noqa: E402
     Upsert,
     open_index,
 )
+from assistant.retrieval.search import DEPTH_PER_PASSAGE, TIES  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 
 GROUPS = [f"group-{i:02d}" for i in range(20)]
 LEGS = ("both", "dense", "keyword")  # hybrid; by-language's English and Japanese paths
+FETCH = (5, 5 * DEPTH_PER_PASSAGE + TIES)  # the former depth; what Searcher fetches for 5
 WORDS = (
     "leave policy expense claim taxi receipt vpn certificate error password laptop "
     "network office meeting room budget invoice contract holiday training security "
@@ -126,15 +130,16 @@ def main() -> None:
             for dense, terms, groups in requests:  # warm up: a long-lived index is read
                 index.search(SearchRequest(dense, terms, groups, limit=5))
             for legs in LEGS:
-                search_ms = []
-                hits = 0
-                for dense, terms, groups in requests:  # as the page does it
-                    request = SearchRequest(dense, terms, groups, limit=5, legs=legs)
-                    start = time.perf_counter()  # with the asker's IDF counts
-                    hits += len(index.search(request))
-                    search_ms.append((time.perf_counter() - start) * 1000)
-                disk = folder_mb(Path(tmp))
-                rows.append((size, legs, build_s, search_ms, disk, hits))
+                for fetch in FETCH:
+                    search_ms = []
+                    hits = 0
+                    for dense, terms, groups in requests:  # as the page does it
+                        request = SearchRequest(dense, terms, groups, limit=fetch, legs=legs)
+                        start = time.perf_counter()  # with the asker's IDF counts
+                        hits += len(index.search(request))
+                        search_ms.append((time.perf_counter() - start) * 1000)
+                    disk = folder_mb(Path(tmp))
+                    rows.append((size, f"{legs}@{fetch}", build_s, search_ms, disk, hits))
 
     med_embed = statistics.median(embed_ms)
     print(
@@ -142,14 +147,14 @@ def main() -> None:
         f"p95 {percentile(embed_ms, 95):.1f} ms"
     )
     print(
-        f"{'chunks':>8} {'legs':>8} {'build s':>8} {'search med':>11} {'search p95':>11} "
+        f"{'chunks':>8} {'legs@hits':>12} {'build s':>8} {'search med':>11} {'search p95':>11} "
         f"{'x embed':>8} {'disk MB':>8}"
     )
     for size, legs, build_s, search_ms, disk, hits in rows:
         assert hits > 0
         med_search = statistics.median(search_ms)
         print(
-            f"{size:>8} {legs:>8} {build_s:>8.1f} {med_search:>9.2f}ms "
+            f"{size:>8} {legs:>12} {build_s:>8.1f} {med_search:>9.2f}ms "
             f"{percentile(search_ms, 95):>9.2f}ms {med_search / med_embed:>8.2f} {disk:>8.0f}"
         )
     print(
