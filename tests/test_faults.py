@@ -95,6 +95,22 @@ def on_disk(docs: Path) -> dict[str, str]:
     }
 
 
+def change_notes(
+    docs: Path, settings: Settings, embedder, tmp_path: Path
+) -> tuple[dict[str, str], dict[str, str], list[str], Versions]:
+    """Change six notes and add six. Returns the folder's hashes before and after, the
+    sources the next run writes (in its order), and the versions a fresh ingestion of
+    the new folder holds."""
+    old = on_disk(docs)
+    write_notes(docs, range(0, 12, 2), version=2)  # six changed notes
+    write_notes(docs, range(12, 18))  # and six new ones
+    new = on_disk(docs)
+    order = [source for source in new if old.get(source) != new[source]]
+    fresh_settings = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
+    Ingestor(fresh_settings, embedder).run(docs)
+    return old, new, order, edge_versions(fresh_settings.data_dir)
+
+
 def check_cut(after: Versions, before: Versions, fresh: Versions, order: list[str]) -> list[str]:
     """The index after a run cut short, with `before` the index before the run, `fresh`
     a fresh ingestion of the folder and `order` the documents the run had to write, in
@@ -222,14 +238,7 @@ def test_disk_filling_up_during_ingestion(small_disk, embedder, tmp_path):
     release(small_disk)
     runs_log = (settings.data_dir / "runs.jsonl").read_bytes()
 
-    old = on_disk(docs)
-    write_notes(docs, range(0, 12, 2), version=2)  # six changed notes
-    write_notes(docs, range(12, 18))  # and six new ones
-    new = on_disk(docs)
-    order = [source for source in new if old.get(source) != new[source]]
-    fresh_settings = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
-    Ingestor(fresh_settings, embedder).run(docs)
-    fresh = edge_versions(fresh_settings.data_dir)
+    old, new, order, fresh = change_notes(docs, settings, embedder, tmp_path)
 
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -344,14 +353,7 @@ def test_the_engine_meeting_a_full_disk_itself_is_one_sentence(small_disk, embed
     Ingestor(settings, embedder).run(docs)
     before = edge_versions(settings.data_dir)
     release(small_disk)
-    old = on_disk(docs)
-    write_notes(docs, range(0, 12, 2), version=2)
-    write_notes(docs, range(12, 18))
-    new = on_disk(docs)
-    order = [source for source in new if old.get(source) != new[source]]
-    fresh_settings = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
-    Ingestor(fresh_settings, embedder).run(docs)
-    fresh = edge_versions(fresh_settings.data_dir)
+    _, _, order, fresh = change_notes(docs, settings, embedder, tmp_path)
 
     hook = tmp_path / "hook"
     hook.mkdir()
