@@ -305,24 +305,6 @@ def test_history_is_bounded_by_the_context_window():
     assert bounded([Turn("q" * 5000, "a")], context_window=8192) == []
 
 
-def test_a_reset_before_the_first_token_is_retried(sample_settings, embedder):
-    calls = []
-
-    def reply(messages):
-        from tests.ollama_server import echo_reply
-
-        calls.append(1)
-        server.die_after_chunks = 0 if len(calls) == 1 else None  # only the first dies
-        return echo_reply(messages)
-
-    with FakeOllama(reply=reply) as server:
-        answer = _answerer(sample_settings, embedder, server.url).ask(
-            "When are taxi fares reimbursed?", ["everyone"]
-        )
-    assert len([r for r in server.requests if r["path"] == "/api/chat"]) == 2
-    assert answer.mode == Mode.GENERATED and answer.cited
-
-
 def test_ollama_replicas_take_turns_and_an_unreachable_one_is_skipped(sample_settings, embedder):
     from tests.conftest import closed_port_url
 

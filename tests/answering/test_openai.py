@@ -195,7 +195,8 @@ def test_a_server_slower_than_the_timeout_gives_sources_and_says_so(
     assert len(chats(server, backend)) == 1  # a slow server is not asked again
 
 
-def test_an_openai_reset_before_the_first_token_is_retried(sample_settings, embedder):
+@pytest.mark.parametrize("backend", ["ollama", "openai"])
+def test_a_reset_before_the_first_token_is_retried(sample_settings, embedder, backend):
     calls = []
 
     def reply(messages):
@@ -203,9 +204,12 @@ def test_an_openai_reset_before_the_first_token_is_retried(sample_settings, embe
         server.die_after_chunks = 0 if len(calls) == 1 else None  # only the first dies
         return echo_reply(messages)
 
-    with FakeOpenAI(reply=reply) as server:
-        answer = answerer(sample_settings, embedder, server.url).ask(QUESTION, ["everyone"])
-    assert len(chats(server)) == 2 and answer.mode == Mode.GENERATED and answer.cited
+    with SERVERS[backend](reply=reply) as server:
+        answer = answerer(sample_settings, embedder, server.url, backend).ask(
+            QUESTION, ["everyone"]
+        )
+    assert len(chats(server, backend)) == 2
+    assert answer.mode == Mode.GENERATED and answer.cited
 
 
 def test_the_command_line_on_the_openai_backend_connects_to_that_server_only(
