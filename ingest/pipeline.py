@@ -307,6 +307,8 @@ class Ingestor:
             summary.files_seen += 1
             item = ahead if ahead is not None else read(path)
             ahead = read(files[i + 1]) if i + 1 < len(files) else None
+            if not item.will_parse:  # the parser is free now; a file to parse frees it later
+                self._parse_ahead(ahead)
             self._one(root, item, source, indexed.get(source), by_hash, acl, summary, ahead)
             # chunks are embedded across documents: fuller, length-sorted model batches
             if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
@@ -337,17 +339,15 @@ class Ingestor:
         summary: Summary,
         ahead: _Read | None,
     ) -> None:
-        """Bring one file's document in line; `ahead` (the next file) is handed to the
-        parser as soon as the parser is free of this one."""
+        """Bring one file's document in line; when this file is parsed, `ahead` (the
+        next file) is handed to the parser as soon as it is free of this one."""
         groups = acl.groups_for(source)
         if item.error is not None:
-            self._parse_ahead(ahead)
             summary.failed.append({"source": source, "error": item.error})
             return
         doc_hash = item.doc_hash
         versions = info.hashes if info else set()
         if info is not None and doc_hash in versions:
-            self._parse_ahead(ahead)
             if versions != {doc_hash}:  # an interrupted replacement: keep this version only
                 self._pending.append(DeleteDocument(root, source, keep_hash=doc_hash))
             if sorted(info.groups) != groups:
@@ -361,7 +361,6 @@ class Ingestor:
         if twin is not None and Path(twin).suffix.lower() == item.path.suffix.lower():
             reused = self._reuse(root, twin, source, doc_hash, groups)
             if reused:
-                self._parse_ahead(ahead)
                 summary.chunks_reused += reused
                 self._count_new(summary, versions)
                 return
@@ -369,7 +368,8 @@ class Ingestor:
             try:
                 sections = self._parse(item)
             finally:
-                self._parse_ahead(ahead)
+                if item.will_parse:
+                    self._parse_ahead(ahead)
             chunks = self.chunker.chunks(sections)
         except ParseError as exc:
             summary.failed.append({"source": source, "error": str(exc)})
