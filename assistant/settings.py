@@ -224,6 +224,15 @@ class Settings(BaseSettings):
         default_factory=lambda: ["taimatsu-admins"],
         description="Members of these groups see the administration page.",
     )
+    audit_log: bool = Field(
+        True, description="Keep the audit log of every question (data folder, `audit/`)."
+    )
+    audit_max_mb: float = Field(
+        20.0, gt=0, description="Audit log: a file is closed off at this size (and daily)."
+    )
+    audit_retention_days: int = Field(
+        365, ge=1, description="Audit log: closed files older than this are deleted."
+    )
     upload_dir: Path | None = Field(
         None, description="Folder that administrators upload into (ingested); empty = off."
     )

@@ -1,4 +1,4 @@
-"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui, bundle, eval.
+"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui, bundle, eval, token.
 
 Exit codes: 0 success; 1 the command failed (bad folder or ACL file, index locked or
 built by another model...); 2 wrong usage; 3 the ingestion run finished but some files
@@ -28,6 +28,7 @@ from bundle.ollama import OllamaSourceError
 from ui.cli.common import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Commands, fail, setup_logging
 from ui.cli.eval import eval_command
 from ui.cli.progress import progress_bar
+from ui.cli.tokens import token_app
 from ui.web.oidc import streamlit_args
 
 app = typer.Typer(
@@ -301,6 +302,7 @@ class BundleCommands(TyperGroup):
 
 app.add_typer(bundle_app, name="bundle", cls=BundleCommands)
 app.command("eval")(eval_command)
+app.add_typer(token_app, name="token")
 
 
 def _loopback(address: str) -> bool:
