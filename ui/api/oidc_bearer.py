@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.errors import ExpiredTokenError, InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
@@ -30,8 +30,10 @@ REFETCH_SECONDS = 60.0
 LEEWAY = 60  # seconds of clock difference allowed for exp, nbf, iat
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 INVALID = (
-    "This sign-in token is not valid (expired, or not from the configured provider); sign in again."
+    "This sign-in token is not valid (not signed by the configured provider, or not for "
+    "this service); sign in again."
 )
+EXPIRED = "This sign-in token has expired; sign in again."
 
 
 class BearerError(Exception):
@@ -101,6 +103,8 @@ class OidcVerifier:
                 sub={"essential": True},
             )
             claims.validate(decoded.claims)
+        except ExpiredTokenError as exc:
+            raise BearerError(EXPIRED) from exc
         except (JoseError, ValueError) as exc:
             raise BearerError(INVALID) from exc
         return dict(decoded.claims)
