@@ -152,7 +152,12 @@ def router(service: Service, asker: Any) -> APIRouter:
                     yield _chunk(ident, created, {}, "stop", **extension(service, user, answer))
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            # each piece as it is written, also through a buffering proxy (nginx)
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     return api
 

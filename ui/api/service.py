@@ -57,6 +57,10 @@ class LockedEmbedder:
         with self._lock:
             return self.inner.embed_query(text)
 
+    def count_tokens(self, text: str) -> int:  # the tokenizer: an upload's chunking
+        with self._lock:
+            return self.inner.count_tokens(text)
+
 
 def document_id(root: str, source: str) -> str:
     return base64.urlsafe_b64encode(f"{root}\n{source}".encode()).decode().rstrip("=")
