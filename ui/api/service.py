@@ -6,14 +6,16 @@ rewrite from earlier turns, the model, the citation check, the sources-only fall
 asked with the user's groups, and the citations carry what the page shows of them
 (source, page, section, text) plus the path of the original file, for those the user
 may read now (`readable_file`, as the page's download button). A document's id in that
-path is its root and source, base64url-encoded: it opens nothing by itself, since the
-file is served only after the same check.
+path is a digest of its source folder (the folder's path on the server is not shown)
+and its source, base64url-encoded: it opens nothing by itself, since the file is served
+only after the same check.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import threading
 import time
@@ -36,6 +38,7 @@ from ui.identity import User
 log = logging.getLogger("taimatsu.api")
 MODEL_ID = "taimatsu"
 BUSY_RETRY_SECONDS = 5
+ROOT_DIGEST = 16  # hex digits of sha256(root) in a document id
 
 
 class LockedEmbedder:
@@ -62,17 +65,26 @@ class LockedEmbedder:
             return self.inner.count_tokens(text)
 
 
+def root_digest(root: str) -> str:
+    return hashlib.sha256(root.encode()).hexdigest()[:ROOT_DIGEST]
+
+
 def document_id(root: str, source: str) -> str:
-    return base64.urlsafe_b64encode(f"{root}\n{source}".encode()).decode().rstrip("=")
+    """`<digest of the root>.<source, base64url>`: stable, and without the server's path."""
+    encoded = base64.urlsafe_b64encode(source.encode()).decode().rstrip("=")
+    return f"{root_digest(root)}.{encoded}"
 
 
 def parse_document_id(doc_id: str) -> tuple[str, str] | None:
+    """(the root's digest, the source), or None for an id that is not one."""
+    digest, dot, encoded = doc_id.partition(".")
+    if not dot or len(digest) != ROOT_DIGEST or not encoded:
+        return None
     try:
-        text = base64.urlsafe_b64decode(doc_id + "=" * (-len(doc_id) % 4)).decode()
+        source = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    root, newline, source = text.partition("\n")
-    return (root, source) if newline and root and source else None
+    return (digest, source) if source else None
 
 
 def download_path(doc_id: str) -> str:
@@ -220,8 +232,11 @@ class Service:
         place = parse_document_id(doc_id)
         path = None
         if place is not None:
+            digest, source = place
             try:
-                path = readable_file(self.searcher, *place, list(user.groups))
+                roots = [r for r in self.searcher.index.roots() if root_digest(r) == digest]
+                if roots:
+                    path = readable_file(self.searcher, roots[0], source, list(user.groups))
             except TaimatsuError as exc:
                 raise self.refused(exc) from None
         if path is None:
