@@ -281,7 +281,8 @@ def test_the_page_is_for_administrators_only(monkeypatch, admin_env):
     app = AppTest.from_file(APP, default_timeout=60)
     app.session_state["language"] = "en"
     app.run()
-    assert [i.get("url_pathname") for i in app._registered_pages.values()] == [""]  # ask only
+    pages = [i.get("url_pathname") for i in app._registered_pages.values()]
+    assert pages == ["", "tokens"]  # ask and their own API tokens only
 
     def direct_call() -> None:
         from ui.web import admin
