@@ -21,7 +21,8 @@ from ingest.acl import ACL_FILE_NAME, Acl
 from ingest.pipeline import Ingestor, ingest_lock
 from tests.conftest import SAMPLES, closed_port_url
 from tests.ollama_server import FakeOllama
-from tests.ui.test_app import APP, literal
+from tests.ui.conftest import APP
+from tests.ui.test_app import literal
 from ui.web import admin_jobs
 from ui.web.auth import User
 from ui.web.i18n import STRINGS
