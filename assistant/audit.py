@@ -92,6 +92,29 @@ class AuditLog:
         except OSError as exc:
             log.error("audit log not written (%s): %s", self.folder, exc)
 
+    def record_answer(
+        self,
+        channel: str,
+        user: str,
+        groups: Sequence[str],
+        answer: dict[str, Any],
+        latency_ms: float,
+    ) -> None:
+        """Append one answer as `Answer.as_json()` gives it: the documents shown are its
+        citations' sources; those cited, the same when the model marked them."""
+        shown = [c["source"] for c in answer.get("citations", [])]
+        marked = answer.get("mode") == "generated" and answer.get("citations_marked", True)
+        self.record(
+            channel=channel,
+            user=user,
+            groups=groups,
+            question=answer.get("question", ""),
+            mode=answer.get("mode", ""),
+            shown=shown,
+            cited=shown if marked else [],
+            latency_ms=latency_ms,
+        )
+
     def _rotate(self, now: float, incoming: int) -> None:
         """Close the current file off when it is full or from an earlier day (UTC), and
         delete closed files past the retention."""

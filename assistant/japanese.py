@@ -37,7 +37,9 @@ _lock = threading.Lock()
 def _analyser():  # noqa: ANN202 - sudachipy's Tokenizer
     from sudachipy import Dictionary
 
-    return Dictionary(dict="core").create()
+    dictionary = Dictionary(dict="core")
+    make = getattr(dictionary, "tokenizer", None) or dictionary.create  # older sudachipy
+    return make()
 
 
 @lru_cache(maxsize=1)

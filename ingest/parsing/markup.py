@@ -4,6 +4,7 @@ as sections by heading."""
 from __future__ import annotations
 
 import re
+import warnings
 
 from ingest.parsing.base import Headings, Section, decode_text, sections_from, strict_decode
 
@@ -64,8 +65,10 @@ _HTML_DROP = ("script", "style", "noscript", "template", "head", "svg", "iframe"
 def parse_html(data: bytes | str) -> list[Section]:
     """HTML as sections by heading, navigation and other page furniture left out
     (ingest.parsing.boilerplate); `data` may be already-decoded text (mail bodies)."""
-    from bs4 import BeautifulSoup, NavigableString, Tag
+    from bs4 import BeautifulSoup, NavigableString, Tag, XMLParsedAsHTMLWarning
 
+    # an .html file with an XML prologue (XHTML, DocBook) is read as HTML, on purpose
+    warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
     if isinstance(data, bytes):  # valid UTF-8 is UTF-8 (bs4 took 2 kana for GB18030)
         data = strict_decode(data, "utf-8-sig") or data
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import docx
@@ -35,6 +36,14 @@ def test_html_drops_script_and_style_and_keeps_headings():
     assert "SCRIPT-SENTINEL" not in text and "STYLE-SENTINEL" not in text
     assert "30 days" in text
     assert any(s.section and "Taxis" in s.section for s in sections)
+
+
+def test_xhtml_is_read_as_html_without_a_warning_for_the_operator():
+    page = b'<?xml version="1.0" encoding="utf-8"?>\n<div><h1>Setup</h1><p>Run it.</p></div>'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # bs4 warns that this looks like XML; we mean HTML
+        sections = parse(Path("guide.html"), page)
+    assert [(s.section, s.text) for s in sections] == [("Setup", "Run it.")]
 
 
 def test_pdf_pages_are_numbered_from_one():

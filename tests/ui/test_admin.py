@@ -21,7 +21,8 @@ from ingest.acl import ACL_FILE_NAME, Acl
 from ingest.pipeline import Ingestor, ingest_lock
 from tests.conftest import SAMPLES, closed_port_url
 from tests.ollama_server import FakeOllama
-from tests.ui.test_app import APP, literal
+from tests.ui.conftest import APP
+from tests.ui.test_app import literal
 from ui.web import admin_jobs
 from ui.web.auth import User
 from ui.web.i18n import STRINGS
@@ -281,7 +282,8 @@ def test_the_page_is_for_administrators_only(monkeypatch, admin_env):
     app = AppTest.from_file(APP, default_timeout=60)
     app.session_state["language"] = "en"
     app.run()
-    assert [i.get("url_pathname") for i in app._registered_pages.values()] == [""]  # ask only
+    pages = [i.get("url_pathname") for i in app._registered_pages.values()]
+    assert pages == ["", "tokens"]  # ask and their own API tokens only
 
     def direct_call() -> None:
         from ui.web import admin

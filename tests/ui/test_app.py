@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -17,25 +16,6 @@ from tests.conftest import closed_port_url
 from tests.ollama_server import FakeOllama, styled_reply
 from ui.web.chat import passage_markdown
 from ui.web.i18n import STRINGS
-
-APP = str(Path(__file__).resolve().parents[2] / "ui" / "web" / "app.py")
-
-
-@pytest.fixture
-def page(monkeypatch, sample_settings, tmp_path):
-    def start(ollama_url: str, data_dir: Path | None = None, **env: str) -> AppTest:
-        monkeypatch.setenv("TAIMATSU_DATA_DIR", str(data_dir or sample_settings.data_dir))
-        monkeypatch.setenv("TAIMATSU_OLLAMA_HOST", ollama_url)
-        monkeypatch.setenv("TAIMATSU_LOCK_TIMEOUT", "5")
-        for name, value in env.items():
-            monkeypatch.setenv(f"TAIMATSU_{name.upper()}", value)
-        app = AppTest.from_file(APP, default_timeout=120)
-        app.session_state["language"] = "en"
-        app.run()
-        assert not app.exception
-        return app
-
-    return start
 
 
 def literal(markdown: str) -> str:

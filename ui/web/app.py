@@ -14,7 +14,7 @@ from assistant.answering import Answerer, History
 from assistant.embedder import Embedder
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
-from ui.web import admin, chat
+from ui.web import admin, audit_page, chat, tokens_page
 from ui.web.auth import User, current_user
 from ui.web.chat import plain
 from ui.web.i18n import language_switch, t
@@ -98,9 +98,19 @@ def main() -> None:
     def admin_page() -> None:
         admin.render(settings, user, answerer)
 
-    pages = [st.Page(ask_page, title=t("chat_page"), icon="💬", url_path="ask", default=True)]
+    def token_page() -> None:
+        tokens_page.render(settings, user)
+
+    def audit_view() -> None:
+        audit_page.render(settings, user, history)
+
+    pages = [
+        st.Page(ask_page, title=t("chat_page"), icon="💬", url_path="ask", default=True),
+        st.Page(token_page, title=t("tokens_page"), icon="🔑", url_path="tokens"),
+    ]
     if user.admin:
         pages.append(st.Page(admin_page, title=t("admin_page"), icon="🛠️", url_path="admin"))
+        pages.append(st.Page(audit_view, title=t("audit_page"), icon="📜", url_path="audit"))
     page = st.navigation(pages)
     sidebar(settings, user, history)
     page.run()

@@ -14,11 +14,13 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import time
 from typing import Any
 
 import streamlit as st
 
 from assistant.answering import Answer, AnswerDone, Answerer, History, Mode, TextDelta, Turn
+from assistant.audit import AuditLog
 from assistant.errors import QuestionTooLong, StoreBusy, StoreError, TaimatsuError
 from assistant.retrieval import Passage, readable_file
 from ingest.chunker import line_ends_sentence
@@ -212,7 +214,16 @@ def show_tools(user: User, history: History, key: str, body: dict[str, Any], las
 
 
 def answer_live(answerer: Answerer, user: User, question: str, earlier: list[Turn]) -> dict:
-    """Stream one answer into the page; return its record (or an error record)."""
+    """Stream one answer into the page and write it to the audit log; return its record
+    (or an error record)."""
+    started = time.perf_counter()
+    body = _answer_live(answerer, user, question, earlier)
+    latency = (time.perf_counter() - started) * 1000
+    AuditLog(answerer.settings).record_answer("page", user.id, user.groups, body, latency)
+    return body
+
+
+def _answer_live(answerer: Answerer, user: User, question: str, earlier: list[Turn]) -> dict:
     placeholder = st.empty()
     placeholder.caption(t("searching"))
     written = ""

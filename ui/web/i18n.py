@@ -288,6 +288,32 @@ STRINGS: dict[str, dict[str, str]] = {
         "ja": "アップロード用フォルダのアクセスリストを使用できません（{reason}）。"
         "先に修正してください",
     },
+    "tokens_page": {"en": "API tokens", "ja": "APIトークン"},
+    "tokens_help": {
+        "en": "A token lets another tool (a chat bot, a script, an agent through MCP) ask "
+        "Taimatsu as you, with your groups. Send it as `Authorization: Bearer <token>`.",
+        "ja": "トークンを使うと、他のツール（チャットボット、スクリプト、MCP経由のエージェント）が"
+        "あなたとして、あなたのグループの権限で質問できます。`Authorization: Bearer <token>` "
+        "として送ってください。",
+    },
+    "tokens_name": {"en": "Name (what will use it)", "ja": "名前（使うツール）"},
+    "tokens_lifetime": {"en": "Valid for", "ja": "有効期間"},
+    "tokens_create": {"en": "Create a token", "ja": "トークンを作成"},
+    "tokens_once": {
+        "en": "Copy this token now: it is not shown again.",
+        "ja": "このトークンを今コピーしてください。再表示はできません。",
+    },
+    "tokens_none": {"en": "You have no active tokens.", "ja": "有効なトークンはありません。"},
+    "tokens_expires": {"en": "expires", "ja": "有効期限"},
+    "tokens_revoke": {"en": "Revoke", "ja": "無効化"},
+    "audit_page": {"en": "Audit log", "ja": "監査ログ"},
+    "audit_user": {"en": "User", "ja": "ユーザー"},
+    "audit_days": {"en": "Days", "ja": "期間"},
+    "audit_document": {"en": "Document (part of its path)", "ja": "文書（パスの一部）"},
+    "audit_count": {"en": "{count} questions", "ja": "質問 {count} 件"},
+    "audit_csv": {"en": "Export as CSV", "ja": "CSVで書き出す"},
+    "audit_feedback": {"en": "Feedback", "ja": "フィードバック"},
+    "audit_no_feedback": {"en": "No feedback yet.", "ja": "フィードバックはまだありません。"},
     "upload_busy": {
         "en": "another upload is being saved; try again in a moment",
         "ja": "別のアップロードを保存中です。少し待ってからもう一度お試しください",
