@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from assistant.settings import Settings
 from assistant.tokens import TokenStore
 from ingest.pipeline import Ingestor
 from tests.api.server import ApiServer
-from tests.conftest import closed_port_url
+from tests.conftest import closed_port_url, run_cli
 from tests.ollama_server import FakeOllama
 from ui.api.service import document_id
 
@@ -401,3 +402,14 @@ def test_every_question_from_the_api_and_mcp_is_in_the_audit_log(api, tokens):
     for entry in entries:
         assert entry["groups"] == ["hr"] and entry["mode"] == "generated"
         assert entry["cited"][0] == "vpn.md" and set(entry["cited"]) <= set(entry["shown"])
+
+
+def test_taimatsu_api_on_a_taken_port_fails_in_one_line(settings):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("api", "--port", str(port), settings=settings, timeout=120)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("taimatsu: error")]
+    assert len(errors) == 1 and f"could not listen on 127.0.0.1:{port}" in errors[0]
