@@ -214,6 +214,8 @@ def test_openapi_is_served_and_no_docs_page_from_a_cdn(api):
     with client(api, None) as anonymous:
         spec = anonymous.get("/openapi.json").json()
         assert {"/v1/chat/completions", "/api/search", "/api/documents"} <= set(spec["paths"])
+        chat = spec["paths"]["/v1/chat/completions"]["post"]["description"]
+        assert "`citations`" in chat and "`taimatsu`" in chat  # the extension fields
         for page in ("/docs", "/redoc"):
             assert anonymous.get(page).status_code == 404
 

@@ -110,7 +110,11 @@ def router(service: Service, asker: Any) -> APIRouter:
             "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "taimatsu"}],
         }
 
-    @api.post("/chat/completions", summary="OpenAI-compatible chat, with citations")
+    @api.post(
+        "/chat/completions",
+        summary="OpenAI-compatible chat, with citations",
+        description=__doc__.split("\n\n", 1)[1],  # the conversation and the extension fields
+    )
     async def completions(caller: Caller, request: ChatRequest) -> Any:
         if request.model != MODEL_ID:
             message = f"There is no model {request.model[:100]!r}; use {MODEL_ID!r}."
