@@ -325,6 +325,7 @@ def test_bad_input_gets_a_4xx_with_one_sentence(api, tokens):
             "not an object": http.post("/api/ask", json=["a", "b"]),
             "k out of range": http.get("/api/search", params={"q": "leave", "k": 0}),
             "empty question": http.post("/api/ask", json={"question": "  "}),
+            "no query": http.get("/api/search"),
         }
     statuses = {name: r.status_code for name, r in cases.items()}
     assert statuses == {
@@ -336,10 +337,12 @@ def test_bad_input_gets_a_4xx_with_one_sentence(api, tokens):
         "not an object": 400,
         "k out of range": 400,
         "empty question": 400,
+        "no query": 400,
     }
     messages = {name: one_sentence(r) for name, r in cases.items()}
     assert "not valid JSON" in messages["bad json"]
     assert "too long" in messages["100 kB question"] and "too long" in messages["100 kB chat"]
+    assert messages["no query"].startswith("The field q is missing")
 
 
 def test_a_body_sent_without_a_length_is_cut_at_the_limit(api, tokens):

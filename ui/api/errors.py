@@ -56,7 +56,8 @@ def _validation_sentence(exc: RequestValidationError) -> str:
     if any(e.get("type") == "json_invalid" for e in errors):
         return "The request body is not valid JSON; send one JSON object."
     first = errors[0] if errors else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "the request"
+    places = ("body", "query", "path", "header", "form", "file")
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in places) or "the request"
     kind = first.get("type", "")
     if kind == "missing":
         return f"The field {where} is missing; see /openapi.json for the request format."
