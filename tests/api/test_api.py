@@ -392,21 +392,30 @@ def test_header_mode_believes_only_the_trusted_proxy(corpus, model, embedder):
 
 
 def test_every_question_from_the_api_and_mcp_is_in_the_audit_log(api, tokens):
+    """One line per question, as the page writes them: the documents shown (the
+    citations) and cited, the mode; a refused question too (mode "error")."""
     audit = AuditLog(api.service.settings)
     before = len(audit.entries(limit=None))
-    question = "What does error VPN-0x2F mean?"
+    question, too_long = "What does error VPN-0x2F mean?", "y" * 5000
     with client(api, tokens["hr"]) as http:
         assert http.post("/api/ask", json={"question": question}).status_code == 200
+        assert http.post("/api/ask", json={"question": too_long}).status_code == 400
+        chat = {"messages": [{"role": "user", "content": question}], "stream": True}
+        assert "[DONE]" in http.post("/v1/chat/completions", json=chat).text
     asyncio.run(_mcp(api, tokens["hr"], [("ask", {"question": question})]))
     everything = audit.entries(limit=None)  # newest first
     entries = everything[: len(everything) - before][::-1]
-    assert [(e["channel"], e["user"], e["question"]) for e in entries] == [
-        ("api", "hana", question),
-        ("mcp", "hana", question),
+    assert [(e["channel"], e["user"], e["question"], e["mode"]) for e in entries] == [
+        ("api", "hana", question, "generated"),
+        ("api", "hana", too_long[:200], "error"),
+        ("api", "hana", question, "generated"),
+        ("mcp", "hana", question, "generated"),
     ]
     for entry in entries:
-        assert entry["groups"] == ["hr"] and entry["mode"] == "generated"
-        assert entry["cited"][0] == "vpn.md" and set(entry["cited"]) <= set(entry["shown"])
+        assert entry["groups"] == ["hr"]
+    answered = [e for e in entries if e["mode"] == "generated"]
+    assert {tuple(e["cited"]) for e in answered} == {tuple(answered[0]["cited"])}
+    assert answered[0]["cited"][0] == "vpn.md" and answered[0]["shown"] == answered[0]["cited"]
 
 
 def test_taimatsu_api_on_a_taken_port_fails_in_one_line(settings):

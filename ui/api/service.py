@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from assistant.answering import Answer, AnswerDone, Answerer, AnswerEvent, Turn
+from assistant.answering import Answer, AnswerDone, Answerer, AnswerEvent, Mode, Turn
 from assistant.audit import AuditLog
 from assistant.embedder import Embedder, TextEmbedder
 from assistant.errors import QuestionTooLong, StoreBusy, StoreError, TaimatsuError
@@ -120,6 +120,12 @@ class Service:
             raise ApiError(400, str(error), "question_too_long")
         return text
 
+    def _audit_error(self, channel: str, user: User, question: str, started: float) -> None:
+        """A question that got no answer, as the page logs one (mode "error")."""
+        body = {"question": question, "mode": str(Mode.ERROR), "citations": []}
+        latency = (time.monotonic() - started) * 1000
+        self.audit.record_answer(channel, user.id, user.groups, body, latency)
+
     def refused(self, exc: TaimatsuError) -> ApiError:
         """A question that got no answer, in one sentence (the index's own message is
         for the operator's log, as on the page)."""
@@ -170,16 +176,26 @@ class Service:
     ) -> Iterator[AnswerEvent]:
         """The Answerer's events for `user`, and the audit line once it is done. An error
         before the answer (the index) is raised as ApiError."""
-        question = self.question(question)
         started = time.monotonic()
+        try:
+            question = self.question(question)
+        except ApiError as exc:
+            if exc.code == "question_too_long":  # asked, and refused: logged as the page does
+                self._audit_error(channel, user, question.strip()[:200], started)
+            raise
         stream = self.answerer.stream(question, list(user.groups), history)
+        answered = False
         try:
             for event in stream:
                 if isinstance(event, AnswerDone):
+                    answered = True
                     self.record(channel, user, event.answer, started)
                 yield event
         except TaimatsuError as exc:
             raise self.refused(exc) from None
+        finally:
+            if not answered:  # refused by the index, or the client left mid-stream
+                self._audit_error(channel, user, question, started)
 
     def ask(self, user: User, question: str, history: list[Turn], channel: str) -> Answer:
         for event in self.events(user, question, history, channel):
@@ -188,16 +204,10 @@ class Service:
         raise AssertionError("the Answerer always ends with an answer")
 
     def record(self, channel: str, user: User, answer: Answer, started: float) -> None:
-        self.audit.record(
-            channel=channel,
-            user=user.id,
-            groups=user.groups,
-            question=answer.question,
-            mode=str(answer.mode),
-            shown=[p.source for p in answer.passages],
-            cited=[p.source for _, p in answer.citations],
-            latency_ms=(time.monotonic() - started) * 1000,
-        )
+        """The audit line of an answer, as the page writes it: the documents shown (its
+        citations) and those the model cited."""
+        latency = (time.monotonic() - started) * 1000
+        self.audit.record_answer(channel, user.id, user.groups, answer.as_json(), latency)
 
     # -- what a client sees -----------------------------------------------------------
 
