@@ -25,10 +25,9 @@ from typing import Any
 
 from assistant.answering import Answer, AnswerDone, Answerer, AnswerEvent, Mode, Turn
 from assistant.audit import AuditLog
-from assistant.embedder import Embedder, TextEmbedder
+from assistant.embedder import TextEmbedder
 from assistant.errors import QuestionTooLong, StoreBusy, StoreError, TaimatsuError
 from assistant.retrieval import Passage, Searcher, language_of, readable_file
-from assistant.served_embedder import open_embedder
 from assistant.settings import Settings
 from assistant.tokens import TokenStore
 from ui.api.errors import ApiError
@@ -94,14 +93,10 @@ def download_path(doc_id: str) -> str:
 class Service:
     def __init__(self, settings: Settings, embedder: TextEmbedder | None = None) -> None:
         self.settings = settings
-        if embedder is None:
-            embedder = (
-                Embedder(settings.embed_model_dir, settings.embed_batch_size)
-                if settings.embed_backend == "local"
-                else open_embedder(settings)
-            )
-        self.embedder = LockedEmbedder(embedder)
-        self.searcher = Searcher(settings, self.embedder)
+        self.searcher = Searcher(settings, embedder)  # None: the configured model, as the CLI
+        if settings.embed_backend == "local":  # a served model takes concurrent requests
+            self.searcher.embedder = LockedEmbedder(self.searcher.embedder)
+        self.embedder = self.searcher.embedder
         self.answerer = Answerer(settings, self.searcher)
         self.tokens = TokenStore(settings)
         self.audit = AuditLog(settings)
