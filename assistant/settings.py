@@ -116,6 +116,14 @@ class Settings(BaseSettings):
         description="At most this many of a question's passages from one document, so that "
         "one long page does not crowd out the others (0: no limit).",
     )
+    length_prior: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Dense leg: a document's best passage is lowered by this times "
+        "sqrt(2 ln chunks), the lift its length alone gives its best match (docs/decisions.md, "
+        "12). Empty: 0.04 with the packaged all-MiniLM-L6-v2, 0 with any other model.",
+    )
     retrieval: Literal["by-language", "hybrid", "dense", "keyword"] = Field(
         "by-language",
         description="by-language: keyword leg for Japanese questions, dense for others (both "

@@ -26,7 +26,7 @@ from assistant.answering.conversation import (
     needs_context,
 )
 from assistant.answering.llm import LLMPool, urls
-from assistant.answering.prompt import build_messages, check_citations, visible_so_far
+from assistant.answering.prompt import build_messages, check_citations, declined, visible_so_far
 from assistant.errors import LLMUnavailable
 from assistant.retrieval import Passage, Searcher, language_of
 from assistant.settings import Settings
@@ -253,7 +253,9 @@ class Answerer:
             yield answer(self._message(exc.reason, question), Mode.SOURCES_ONLY, every)
             return
         checked = check_citations(raw, len(passages))
-        if checked.marked:
+        if declined(checked):  # the model read the passages and found no answer in them
+            yield answer(self._message(Mode.NOT_FOUND, question), Mode.NOT_FOUND, [])
+        elif checked.marked:
             yield answer(checked.text, Mode.GENERATED, checked.cited, checked.dropped, True)
         else:  # no usable marker: the passages it was given, said to be uncited
             yield answer(checked.text, Mode.GENERATED, every, checked.dropped)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from assistant import sparse
-from assistant.embedder import Embedder, TextEmbedder
+from assistant.embedder import DEFAULT_MODEL_NAME, Embedder, TextEmbedder
 from assistant.errors import QuestionTooLong
 from assistant.index import Field, Hit, SearchRequest, SparseTerms, open_index
 from assistant.retrieval.rerank import Reranker, ServedReranker
@@ -85,6 +86,24 @@ class Passage:
 
 TIES = 10  # extra passages fetched to break ties by id (RRF gives many equal scores)
 DEPTH_PER_PASSAGE = 4  # hits looked at per passage returned, to spread them over documents
+PRIOR_DEPTH = 50  # dense hits looked at when the length prior reorders them (decision 12)
+PACKAGED_PRIOR = 0.04  # the length prior measured for the packaged model (decision 12)
+
+
+def length_prior(hits: list[Hit], weight: float) -> list[Hit]:
+    """Dense hits in the order of their similarity less `weight` * sqrt(2 ln n), n being
+    their document's number of chunks: the best of n unrelated chunks scores about that
+    much higher than one chunk does (the expected maximum of n draws), so a long document
+    would otherwise win a question by its length. The hits' scores become those ranking
+    scores (`similarity` keeps the cosine); a document's own chunks keep their order."""
+    if weight <= 0:
+        return hits
+
+    def lowered(hit: Hit) -> Hit:
+        chunks = max(int(hit.payload.get(Field.CHUNKS) or 1), 1)
+        return replace(hit, score=hit.score - weight * math.sqrt(2 * math.log(chunks)))
+
+    return sorted(map(lowered, hits), key=lambda h: (-h.score, h.id))
 
 
 def spread(hits: list[Hit], limit: int, per_document: int) -> list[Hit]:
@@ -131,6 +150,15 @@ class Searcher:
             self.index.ensure(self.embedder.stamp)
             self._model_checked = True
 
+    def prior(self) -> float:
+        """The length prior's weight: the setting, else the one measured for the packaged
+        model (a weight is in its model's cosine units: another model needs its own)."""
+        if self.settings.length_prior is not None:
+            return self.settings.length_prior
+        stamp = self.embedder.stamp
+        packaged = stamp.backend == "local" and stamp.name == DEFAULT_MODEL_NAME
+        return PACKAGED_PRIOR if packaged else 0.0
+
     def search(
         self,
         query: str,
@@ -150,23 +178,27 @@ class Searcher:
         # a few more than asked, so that passages tied at the cut are all seen and the
         # order below decides between them, not the engine's internal point order
         per_document = self.settings.passages_per_document
+        legs = legs_for(
+            query, retrieval or self.settings.retrieval, self.embedder.stamp.multilingual
+        )
+        # the length prior orders dense similarities (a fused score is a rank, not one)
+        prior = self.prior() if legs == "dense" and not self.reranker else 0.0
         fetch = limit * DEPTH_PER_PASSAGE if per_document else limit
         if self.reranker:  # it reads the best fused candidates, then orders them
             fetch = max(limit, self.settings.rerank_candidates)
         else:
-            fetch += TIES
+            fetch = max(fetch + TIES, PRIOR_DEPTH if prior else 0)
         request = SearchRequest(
             self.embedder.embed_query(query),
             SparseTerms.of(sparse.embed_query(query)),
             [*groups, EVERYONE],  # everyone is in "everyone"
             limit=fetch,
-            legs=legs_for(
-                query, retrieval or self.settings.retrieval, self.embedder.stamp.multilingual
-            ),
+            legs=legs,
         )
         hits = self.index.search(request)
         hits = sorted(current_versions(hits), key=lambda h: (-h.score, h.id))
         hits = self.reranker.rerank(query, hits, len(hits)) if self.reranker else hits
+        hits = length_prior(hits, prior)
         hits = spread(hits, limit, per_document)
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
 

@@ -20,6 +20,7 @@ from assistant.answering import (
     build_messages,
     check_citations,
 )
+from assistant.answering.answer import _MESSAGES
 from assistant.retrieval import Passage, Searcher, language_of
 from tests.conftest import json_lines, run_cli
 from tests.ollama_server import FakeOllama
@@ -54,6 +55,48 @@ def test_markers_pointing_at_no_passage_are_removed_and_counted(sample_settings,
         answer = _answerer(sample_settings, embedder, server.url).ask("VPN-0x2F?", ["everyone"])
     assert answer.answer == "Renew the certificate [1]. Also see and [2]."
     assert answer.cited == [1, 2] and answer.dropped_citations == 2
+
+
+@pytest.mark.parametrize(
+    ("question", "reply"),
+    [
+        ("What does error VPN-0x2F mean?", "NOT_FOUND"),
+        ("What does error VPN-0x2F mean?", "not found."),
+        ("What does error VPN-0x2F mean?", "I could not find this in the provided documents."),
+        ("What does error VPN-0x2F mean?", "The passages do not mention a parking policy."),
+        ("在宅勤務は週何日までですか", "申し訳ありませんが、文書にはその情報は記載がありません。"),
+        ("在宅勤務は週何日までですか", "文書の中に該当する情報は見つかりませんでした。"),
+    ],
+)
+def test_a_model_that_finds_no_answer_in_the_passages_gives_not_found(
+    sample_settings, embedder, question, reply
+):
+    with FakeOllama(reply=lambda messages: reply) as server:
+        events = list(
+            _answerer(sample_settings, embedder, server.url).stream(question, ["everyone"])
+        )
+    answer = events[-1].answer
+    assert answer.mode == Mode.NOT_FOUND and answer.as_json()["citations"] == []
+    language = "ja" if question.startswith("在宅") else "en"
+    assert answer.answer == _MESSAGES[Mode.NOT_FOUND][language]
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert "NOT_FOUND" not in streamed.upper().replace(" ", "_")  # never flashed on the page
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "I could not find the exact date, but the certificate must be renewed [1].",
+        "Nothing about parking here; VPN-0x2F means an expired certificate.",  # no phrase
+        "Not all staff need it: VPN-0x2F means the certificate expired [1].",
+    ],
+)
+def test_a_reply_that_answers_is_not_taken_for_a_refusal(sample_settings, embedder, reply):
+    with FakeOllama(reply=lambda messages: reply) as server:
+        answer = _answerer(sample_settings, embedder, server.url).ask(
+            "What does error VPN-0x2F mean?", ["everyone"]
+        )
+    assert answer.mode == Mode.GENERATED and answer.answer == reply
 
 
 def test_answer_streams_in_pieces(sample_settings, embedder):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+from types import SimpleNamespace
+
 import pytest
 
-from assistant.index import SetGroups, open_index
+from assistant.index import Field, SetGroups, open_index
 from assistant.retrieval import Searcher, legs_for
 from assistant.retrieval.routing import MULTILINGUAL_JAPANESE
+from assistant.retrieval.search import PACKAGED_PRIOR
 from ingest.pipeline import Ingestor
 from tests.conftest import SAMPLES, json_lines, run_cli
 
@@ -69,8 +74,12 @@ def test_by_language_routes_each_question_to_its_legs(question, legs):
 def test_each_retrieval_setting_runs_its_legs(searcher):
     question = "How many unused leave days can I carry over to next year?"
     dense = searcher.search(question, ["everyone"], 5, retrieval="dense")
-    # dense alone ranks by cosine similarity: the score is the similarity
-    assert [h.score for h in dense] == pytest.approx([h.similarity for h in dense], abs=1e-4)
+    # dense alone ranks by cosine similarity, less the length prior of a long document
+    chunks = chunk_counts(searcher)
+    assert [h.score for h in dense] == pytest.approx(
+        [h.similarity - PACKAGED_PRIOR * math.sqrt(2 * math.log(chunks[h.source])) for h in dense],
+        abs=1e-4,
+    )
     assert searcher.search(question, ["everyone"], 5) == dense  # by-language: English → dense
     hybrid = searcher.search(question, ["everyone"], 5, retrieval="hybrid")
     assert all(h.score < 0.05 for h in hybrid)  # RRF scores (1/(60+rank) per leg), not cosines
@@ -79,6 +88,38 @@ def test_each_retrieval_setting_runs_its_legs(searcher):
     assert keyword and all(h.coverage > 0 for h in keyword)  # only passages holding a term
     assert searcher.search(japanese, ["everyone"], 20) == keyword
     assert keyword[0].source == "ja/福利厚生.html"
+
+
+def test_a_long_document_does_not_win_by_its_length(sample_settings, embedder):
+    """Dense hits are ranked by similarity less weight * sqrt(2 ln chunks) (the lift a
+    document's length alone gives its best chunk); the fused (hybrid) order is a rank
+    fusion and is left alone."""
+    question = "How many unused leave days can I carry over to next year?"
+    plain = Searcher(sample_settings.model_copy(update={"length_prior": 0.0}), embedder)
+    heavy = Searcher(sample_settings.model_copy(update={"length_prior": 1.0}), embedder)
+    chunks = chunk_counts(plain)
+    before = plain.search(question, ["everyone"], 5, retrieval="dense")
+    after = heavy.search(question, ["everyone"], 5, retrieval="dense")
+    lowered = [h.similarity - math.sqrt(2 * math.log(chunks[h.source])) for h in after]
+    assert [h.score for h in after] == pytest.approx(lowered, abs=1e-4)
+    assert lowered == sorted(lowered, reverse=True)
+    assert [h.source for h in after] != [h.source for h in before]  # shorter ones moved up
+    assert after[0].source == before[0].source == "en/leave-policy.md"  # still the answer
+    hybrid = plain.search(question, ["everyone"], 5, retrieval="hybrid")
+    assert heavy.search(question, ["everyone"], 5, retrieval="hybrid") == hybrid
+
+
+def test_the_length_prior_is_the_packaged_models_unless_set(sample_settings, embedder):
+    assert Searcher(sample_settings, embedder).prior() == PACKAGED_PRIOR
+    tuned = sample_settings.model_copy(update={"length_prior": 0.01})
+    assert Searcher(tuned, embedder).prior() == 0.01
+    served = SimpleNamespace(stamp=replace(embedder.stamp, backend="openai"))
+    assert Searcher(sample_settings, served).prior() == 0.0  # its cosines are its own
+
+
+def chunk_counts(searcher: Searcher) -> dict[str, int]:
+    fields = [Field.SOURCE, Field.CHUNKS]
+    return {p[Field.SOURCE]: p[Field.CHUNKS] for p in searcher.index.first_chunks(fields)}
 
 
 def test_hits_are_ranked_and_scored(searcher):
