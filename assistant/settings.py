@@ -248,6 +248,15 @@ class Settings(BaseSettings):
     upload_max_files: int = Field(20, ge=1, description="Most files in one upload.")
     ui_address: str = Field("127.0.0.1", description="Address the page listens on.")
     ui_port: int = Field(8501, ge=1, le=65535, description="Port of the page.")
+    api_address: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    api_port: int = Field(8502, ge=1, le=65535, description="Port of the HTTP API.")
+    api_rate_limit: int = Field(
+        120, ge=0, description="API: requests a minute per token or user (0 = no limit)."
+    )
+    api_oidc_audience: str | None = Field(
+        None,
+        description="API, oidc mode: the `aud` a bearer JWT must name (default: the client id).",
+    )
 
     @classmethod
     def settings_customise_sources(

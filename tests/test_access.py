@@ -717,3 +717,129 @@ def test_feedback_and_conversations_stay_with_their_user(worlds, models, tmp_pat
                 receiver = node.func.value
                 if node.func.attr == "feedback":  # st.feedback is the rating widget
                     assert isinstance(receiver, ast.Name) and receiver.id == "st", module
+
+
+# -- The HTTP API and MCP: the same two worlds, over the wire ---------------------------------
+
+API_QUESTIONS = [
+    TOPICS[0][0],
+    TOPICS[1][1],
+    TOPICS[2][0],
+    "PUB-003",
+    "SEC-901",
+    "Project Nightjar",
+    "x" * 4001,  # too long
+    "   ",  # blank
+]
+
+
+def _without_ids(data: Any) -> Any:
+    """A chat completion or chunk without its random id and its clock time."""
+    if isinstance(data, dict):
+        return {k: _without_ids(v) for k, v in data.items() if k not in ("id", "created")}
+    return data
+
+
+def _http(response: Any) -> tuple[Any, ...]:
+    kind = response.headers.get("content-type", "")
+    if kind.startswith("application/json"):
+        return (response.status_code, _without_ids(response.json()))
+    if kind.startswith("text/event-stream"):
+        events = [
+            line.removeprefix("data: ")
+            for line in response.text.splitlines()
+            if line.startswith("data: ")
+        ]
+        parsed = [e if e == "[DONE]" else _without_ids(json.loads(e)) for e in events]
+        return (response.status_code, parsed)
+    return (response.status_code, kind, response.content)
+
+
+async def _mcp_calls(url: str, token: str, calls: list[tuple[str, dict]]) -> list[Any]:
+    from mcp.client.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    async with http, Client(streamable_http_client(f"{url}/mcp", http_client=http)) as mcp:
+        seen: list[Any] = [sorted(t.name for t in (await mcp.list_tools()).tools)]
+        for name, arguments in calls:
+            result = await mcp.call_tool(name, arguments)
+            text = [getattr(c, "text", None) for c in result.content]
+            seen.append((name, result.is_error, result.structured_content, text))
+    return seen
+
+
+def api_session(world: World, server: FakeOllama, groups: list[str], memo: Any) -> dict[str, Any]:
+    """Everything a caller in `groups` observes of the API (REST, OpenAI chat streamed and
+    not, a follow-up, MCP, downloads of every probe, status, errors) in `world`, and the
+    work done: index operations and the model's requests."""
+    import asyncio
+
+    import httpx
+
+    from assistant.tokens import TokenStore
+    from tests.api.server import ApiServer
+    from ui.api.service import document_id
+
+    conf = world.settings.model_copy(update={"ollama_host": server.url, "api_rate_limit": 0})
+    token = TokenStore(conf).create("outsider", groups)[0]
+    before = len(server.requests)
+    seen: dict[str, Any] = {}
+    with (
+        ApiServer(conf, memo) as api,
+        counting_work(type(world.searcher.index)) as work,
+        httpx.Client(
+            base_url=api.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as http,
+    ):
+        for question in API_QUESTIONS:
+            chat = {"model": "taimatsu", "messages": [{"role": "user", "content": question}]}
+            seen[question] = [
+                _http(http.get("/api/search", params={"q": question, "k": 10})),
+                _http(http.post("/api/ask", json={"question": question})),
+                _http(http.post("/v1/chat/completions", json=chat)),
+                _http(http.post("/v1/chat/completions", json={**chat, "stream": True})),
+            ]
+        follow_up = [
+            {"role": "user", "content": TOPICS[1][0]},
+            {"role": "assistant", "content": "Revenue is forecast by quarter. [1]"},
+            {"role": "user", "content": "And the Project Nightjar numbers SEC-901?"},
+        ]
+        seen["follow-up"] = _http(http.post("/v1/chat/completions", json={"messages": follow_up}))
+        seen["downloads"] = [
+            _http(http.get(f"/api/documents/{document_id(world.root, probe)}/original"))
+            for probe in [*PUBLIC, *HIDDEN, "nope.md", "../docs/p00.md"]
+        ]
+        seen["status"] = _http(http.get("/api/status"))
+        seen["models"] = _http(http.get("/v1/models"))
+        calls = [("search", {"query": q, "k": 10}) for q in API_QUESTIONS[:6]]
+        calls += [("ask", {"question": q}) for q in API_QUESTIONS]
+        seen["mcp"] = asyncio.run(_mcp_calls(api.url, token, calls))
+    seen["work"] = dict(work)
+    seen["model_requests"] = [(r["path"], r["json"]) for r in server.requests[before:]]
+    return seen
+
+
+def test_the_api_and_mcp_show_an_outsider_the_same_in_both_worlds(worlds, models, query_memo):
+    """`taimatsu api`'s routes and MCP tools, over HTTP with real clients, for an outsider
+    in both worlds: the same statuses, bodies (hits, scores, counts, answers, citations,
+    download links and files, errors, the 404 of a hidden document), streamed chunks,
+    MCP results, index work and model requests — all but a completion's random id and
+    clock time. For a member of `secret`, not the same."""
+    echo = models["echo"]
+    outsider = sorted(random.Random(8_4).sample(GROUPS, 2))
+    seen = {n: api_session(w, echo, outsider, query_memo) for n, w in worlds.items()}
+    assert seen["hidden"] == seen["plain"]
+    flat = json.dumps(seen["hidden"], default=repr)
+    assert "vault/" not in flat and "Nightjar:" not in flat
+    answered = [seen["hidden"][q][1] for q in API_QUESTIONS[:4]]
+    assert any(body["mode"] == "generated" and body["citations"] for _, body in answered)
+    downloads = seen["hidden"]["downloads"]
+    assert any(d[0] == 200 for d in downloads) and any(d[0] == 404 for d in downloads)
+    assert seen["hidden"]["mcp"][0] == ["ask", "search"]
+
+    member = {n: api_session(w, echo, [SECRET, *outsider], query_memo) for n, w in worlds.items()}
+    assert member["hidden"] != member["plain"]
+    assert "vault/" in json.dumps(member["hidden"], default=repr)
+    assert "vault/" not in json.dumps(member["plain"], default=repr)

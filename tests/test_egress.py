@@ -4,7 +4,9 @@ The whole flow runs as real processes, each under `strace -f` so that every thre
 child is followed: `taimatsu ingest` of a copy of the samples, `taimatsu ask --json` and
 `taimatsu status --json` against the Ollama-protocol test server on 127.0.0.1, and
 `taimatsu ui` (the Streamlit server) while Debian's Chromium — itself under strace, through
-a wrapper script given to Playwright as its executable — loads the page and asks there.
+a wrapper script given to Playwright as its executable — loads the page and asks there,
+and `taimatsu api` (the HTTP API) while a REST ask, a streamed OpenAI chat, a download
+and an MCP `ask` reach it.
 Every connect(), sendto(), sendmsg() and sendmmsg() is parsed (a datagram needs no
 connect(): sendto() names its destination itself). An IPv4/IPv6 destination outside
 loopback (127.0.0.0/8, ::1, ::ffff:127.x) fails the test, and so does DNS to any resolver,
@@ -38,6 +40,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -357,14 +360,21 @@ def _tracee(strace_pid: int) -> int | None:
 
 @contextmanager
 def traced_page_server(
-    strace: str, trace: Path, port: int, env: dict[str, str], cwd: Path, log_path: Path
+    strace: str,
+    trace: Path,
+    port: int,
+    env: dict[str, str],
+    cwd: Path,
+    log_path: Path,
+    command: str = "ui",
 ) -> Iterator[subprocess.Popen]:
-    """`taimatsu ui --port P` under strace. At the end the traced server is stopped (not
-    strace, which would detach and lose the tail of the log), then strace ends itself."""
+    """`taimatsu ui --port P` (or `api`) under strace. At the end the traced server is
+    stopped (not strace, which would detach and lose the tail of the log), then strace
+    ends itself."""
     exe = str(Path(sys.executable).with_name("taimatsu"))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*strace_command(strace, trace), exe, "ui", "--port", str(port)],
+            [*strace_command(strace, trace), exe, command, "--port", str(port)],
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -383,6 +393,53 @@ def traced_page_server(
             except subprocess.TimeoutExpired:  # strace and the server: one session
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=15)
+
+
+def use_the_api(
+    server: subprocess.Popen, url: str, log_path: Path, env: dict[str, str], question: str
+) -> None:
+    """Ask the traced `taimatsu api` as its clients would: REST ask, OpenAI chat streamed,
+    the cited document's original, and the MCP `ask` tool, under a token made for it."""
+    import asyncio
+
+    import httpx
+
+    from assistant.settings import Settings
+    from assistant.tokens import TokenStore
+
+    deadline = time.monotonic() + 120
+    while True:  # until it answers, or has died, or the deadline passed
+        assert server.poll() is None, log_path.read_text(errors="replace")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+        time.sleep(0.2)
+    token = TokenStore(Settings(data_dir=Path(env["TAIMATSU_DATA_DIR"])))
+    token = token.create("egress", ["everyone"])[0]
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=auth, timeout=180) as http:
+        answer = http.post("/api/ask", json={"question": question}).json()
+        assert answer["mode"] == "generated", answer
+        chat = {"model": "taimatsu", "stream": True}
+        chat["messages"] = [{"role": "user", "content": question}]
+        streamed = http.post("/v1/chat/completions", json=chat)
+        assert streamed.status_code == 200 and "[DONE]" in streamed.text
+        assert http.get(answer["citations"][0]["download"]).status_code == 200
+    asyncio.run(_mcp_ask(url, auth, question))
+
+
+async def _mcp_ask(url: str, headers: dict[str, str], question: str) -> None:
+    from mcp.client.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    http = create_mcp_http_client(headers=headers)
+    async with http, Client(streamable_http_client(f"{url}/mcp", http_client=http)) as mcp:
+        result = await mcp.call_tool("ask", {"question": question})
+    assert not result.is_error and result.structured_content["mode"] == "generated"
 
 
 def quiet_browser_args(sink: str) -> list[str]:
@@ -597,7 +654,9 @@ def test_whole_flow_connects_only_to_loopback(tmp_path, artifacts):
     work = tmp_path / "work"  # no taimatsu.toml or .streamlit/ here: only env configures
     work.mkdir()
     shutil.copytree(SAMPLES, work / "samples")
-    traces = {step: artifacts / f"{step}.strace" for step in ("ingest", "ask", "status", "ui")}
+    traces = {
+        step: artifacts / f"{step}.strace" for step in ("ingest", "ask", "status", "ui", "api")
+    }
     traces["chromium"] = artifacts / "chromium.strace"
     question = "What does error VPN-0x2F mean?"
     steps = {
@@ -623,14 +682,26 @@ def test_whole_flow_connects_only_to_loopback(tmp_path, artifacts):
         steps["chromium"] = "chromium (Playwright, under strace) loads the page and asks"
         url = f"http://127.0.0.1:{ui_port}"
         log_path = artifacts / "streamlit.log"
-        with traced_page_server(strace, traces["ui"], ui_port, env, work, log_path) as server:
-            # the CLI runs while the page server starts (two cores, one wait)
+        api_port = _free_port()
+        roles[f"127.0.0.1:{api_port}"] = "the HTTP API (taimatsu api)"
+        steps["api"] = f"taimatsu api --port {api_port}: REST ask, OpenAI chat, download, MCP"
+        api_log = artifacts / "api.log"
+        with (
+            traced_page_server(strace, traces["ui"], ui_port, env, work, log_path) as server,
+            traced_page_server(
+                strace, traces["api"], api_port, env, work, api_log, command="api"
+            ) as api_server,
+        ):
+            # the CLI runs while the page and API servers start (two cores, one wait)
             answered = run_traced(strace, traces["ask"], ["ask", question, "--json"], env, work)
             assert answered.returncode == 0, answered.stderr
             assert json.loads(answered.stdout)["mode"] == "generated", answered.stdout
             status = run_traced(strace, traces["status"], ["status", "--json"], env, work)
             assert status.returncode == 0, status.stderr
             assert json.loads(status.stdout)["llm"]["model_present"] is True
+            before_api = sum(r["path"] == "/api/chat" for r in ollama.requests)
+            use_the_api(api_server, f"http://127.0.0.1:{api_port}", api_log, env, question)
+            assert sum(r["path"] == "/api/chat" for r in ollama.requests) >= before_api + 3
             cli_chats = sum(r["path"] == "/api/chat" for r in ollama.requests)
 
             _wait_healthy(server, url, log_path)
@@ -671,7 +742,7 @@ def test_whole_flow_connects_only_to_loopback(tmp_path, artifacts):
     offending = [(a.step, a.process, a.address, a.port) for a in attempts if a.offending]
     assert not offending, f"outbound connection attempts beyond loopback:\n{text}"
     # the recorder saw the real connections: a check that cannot fail proves nothing
-    for step in ("ask", "status", "ui"):
+    for step in ("ask", "status", "ui", "api"):
         assert ollama_port in _inet_ports(attempts, step), f"{step} never reached Ollama\n{text}"
         assert ollama_port in _inet_ports(attempts, step, SENDS), f"{step}: no send seen\n{text}"
     assert ui_port in _inet_ports(attempts, "chromium"), f"chromium never reached the page\n{text}"

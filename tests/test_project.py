@@ -29,20 +29,24 @@ def _compose(*files: str) -> dict:
     return yaml.safe_load(merged.stdout)
 
 
-def test_compose_keeps_everything_internal_but_the_page():
+def test_compose_keeps_everything_internal_but_the_page_and_the_api():
     spec = _compose("compose.yaml")
     services = spec["services"]
-    assert set(services) == {"qdrant", "ollama", "ui", "ingest"}
+    assert set(services) == {"qdrant", "ollama", "ui", "api", "ingest"}
     assert spec["networks"]["internal"]["internal"] is True
-    assert [name for name, svc in services.items() if svc.get("ports")] == ["ui"]
+    faces = {"ui", "api"}
+    assert {name for name, svc in services.items() if svc.get("ports")} == faces
     for name, svc in services.items():
         networks = set(svc["networks"])
-        assert networks == ({"internal", "public"} if name == "ui" else {"internal"}), name
+        assert networks == ({"internal", "public"} if name in faces else {"internal"}), name
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     assert services["qdrant"]["environment"]["QDRANT__TELEMETRY_DISABLED"] == "true"
     assert any("qdrant-storage" in str(v) for v in services["qdrant"]["volumes"])
     assert any("ollama-models" in str(v) for v in services["ollama"]["volumes"])
-    for app in ("ui", "ingest"):
+    assert services["api"]["command"][:2] == ["taimatsu", "api"]
+    assert services["api"]["ports"][0]["target"] == 8502
+    assert services["api"]["environment"]["TAIMATSU_API_ADDRESS"] == "0.0.0.0"
+    for app in ("ui", "api", "ingest"):
         env = services[app]["environment"]
         assert env["TAIMATSU_QDRANT_URL"] == "http://qdrant:6333"
         assert env["HF_HUB_OFFLINE"] == "1"
@@ -78,7 +82,10 @@ def test_vllm_variant_answers_through_the_openai_backend_on_a_gpu():
     assert vllm["environment"]["VLLM_NO_USAGE_STATS"] == "1" and vllm["healthcheck"]["test"]
     served = next(a for a in vllm["command"] if a.startswith("--served-model-name="))
     assert services["ollama"]["profiles"] == ["ollama"]  # defined, not started
-    for app in ("ui", "ingest"):
+    assert services["api"]["command"][:2] == ["taimatsu", "api"]
+    assert services["api"]["ports"][0]["target"] == 8502
+    assert services["api"]["environment"]["TAIMATSU_API_ADDRESS"] == "0.0.0.0"
+    for app in ("ui", "api", "ingest"):
         env = services[app]["environment"]
         assert (env["TAIMATSU_LLM_BACKEND"], env["TAIMATSU_LLM_URL"]) == (
             "openai",

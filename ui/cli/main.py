@@ -1,4 +1,5 @@
-"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui, bundle, eval, token.
+"""The `taimatsu` command line: ingest, reindex, search, ask, status, ui, api, bundle, eval,
+token.
 
 Exit codes: 0 success; 1 the command failed (bad folder or ACL file, index locked or
 built by another model...); 2 wrong usage; 3 the ingestion run finished but some files
@@ -287,6 +288,21 @@ def ui(
     typer.echo(f"Taimatsu page on http://{settings.ui_address}:{port or settings.ui_port}")
     sys.stdout.flush()
     os.execv(sys.executable, args)
+
+
+@app.command()
+def api(
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default TAIMATSU_API_PORT or 8502).")
+    ] = None,
+) -> None:
+    """Serve the HTTP API: OpenAI-compatible chat, REST and MCP (a token per caller)."""
+    from ui.api.serve import serve
+
+    settings = Settings()
+    typer.echo(f"Taimatsu API on http://{settings.api_address}:{port or settings.api_port}")
+    sys.stdout.flush()
+    serve(settings, port)
 
 
 class BundleCommands(TyperGroup):
