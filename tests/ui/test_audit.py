@@ -200,3 +200,27 @@ def test_a_user_makes_and_revokes_their_own_token_in_the_page(monkeypatch, sampl
     called.session_state["language"] = "en"
     called.run()
     assert [e.value for e in called.error] == [STRINGS["admin_only"]["en"]]
+
+
+def test_an_administrator_makes_a_service_token_and_revokes_it(page, sample_settings):
+    with FakeOllama() as server:
+        app = page(server.url)
+    pages = {info.get("url_pathname"): h for h, info in app._registered_pages.items()}
+    app._page_hash = pages["tokens"]
+    app.run()
+    account = f"svc-{uuid.uuid4().hex[:6]}"
+    app.text_input[1].set_value(account)
+    app.text_input[2].set_value("hr, finance")
+    create = [b for b in app.button if literal(b.label) == STRINGS["tokens_create"]["en"]]
+    create[1].click().run()
+    assert not app.exception, app.exception
+    raw = app.code[0].value
+    held = TokenStore(sample_settings).verify(raw)
+    assert (held.user, held.groups, held.service) == (account, ("finance", "hr"), True)
+
+    app.run()
+    assert any(literal(m.value).startswith(f"{account} · ") for m in app.markdown)
+    revoke = [b for b in app.button if b.key == f"revoke-{held.id}"]
+    revoke[0].click().run()
+    with pytest.raises(TokenError, match="revoked"):
+        TokenStore(sample_settings).verify(raw)

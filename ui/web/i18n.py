@@ -306,6 +306,13 @@ STRINGS: dict[str, dict[str, str]] = {
     "tokens_none": {"en": "You have no active tokens.", "ja": "有効なトークンはありません。"},
     "tokens_expires": {"en": "expires", "ja": "有効期限"},
     "tokens_revoke": {"en": "Revoke", "ja": "無効化"},
+    "tokens_service": {"en": "Service accounts", "ja": "サービスアカウント"},
+    "tokens_account": {"en": "Account name", "ja": "アカウント名"},
+    "tokens_groups": {"en": "Groups (comma-separated)", "ja": "グループ（カンマ区切り）"},
+    "tokens_service_needs": {
+        "en": "Give the account's name and at least one group.",
+        "ja": "アカウント名と、少なくとも1つのグループを入力してください。",
+    },
     "audit_page": {"en": "Audit log", "ja": "監査ログ"},
     "audit_user": {"en": "User", "ja": "ユーザー"},
     "audit_days": {"en": "Days", "ja": "期間"},
