@@ -39,18 +39,11 @@ import httpx  # noqa: E402
 
 from assistant.settings import Settings  # noqa: E402
 from assistant.tokens import TokenStore  # noqa: E402
+from bench.questions import QUESTIONS  # noqa: E402
 from tests.api.server import free_port  # noqa: E402
 from tests.ollama_server import FakeOllama  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-QUESTIONS = [
-    "What does error VPN-0x2F mean?",
-    "When are taxi fares reimbursed?",
-    "How many unused leave days can I carry over?",
-    "在宅勤務は週何日までですか",
-    "社員食堂の昼食は1食いくらですか",
-    "What is the minimum password length for new joiners?",
-]
 KINDS = ["chat", "chat-stream", "ask", "search"]
 MCP_EVERY = 10
 

@@ -40,17 +40,10 @@ if __package__ in (None, ""):
 
 from playwright.async_api import async_playwright  # noqa: E402
 
+from bench.questions import QUESTIONS  # noqa: E402
 from tests.ollama_server import FakeOllama, echo_reply, split_pieces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-QUESTIONS = [
-    "What does error VPN-0x2F mean?",
-    "When are taxi fares reimbursed?",
-    "How many unused leave days can I carry over?",
-    "在宅勤務は週何日までですか",
-    "社員食堂の昼食は1食いくらですか",
-    "What is the minimum password length for new joiners?",
-]
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -9,7 +9,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -149,3 +152,18 @@ def real_model():
         SmolLM(max_new_tokens=48), aliases=(Settings.model_fields["llm_model"].default,)
     ) as server:
         yield server
+
+
+def serve_wsgi(app: Any) -> Iterator[str]:
+    """Serve a WSGI app (oidc-provider-mock) on 127.0.0.1 in a thread; yields its URL."""
+    import werkzeug.serving
+
+    server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()

@@ -12,11 +12,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from assistant.sqlite import transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -49,16 +50,8 @@ class History:
         with self._db() as db:
             db.executescript(SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = sqlite3.connect(self.path, timeout=10)
-            try:
-                db.execute("PRAGMA foreign_keys = ON")
-                with db:
-                    yield db
-            finally:
-                db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path, self._lock, foreign_keys=True)
 
     def conversations(self, user_id: str, limit: int = 50) -> list[Conversation]:
         with self._db() as db:

@@ -5,21 +5,19 @@ refused with one sentence. API tokens keep working beside them."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-import werkzeug.serving
 from oidc_provider_mock import User as ProviderUser
 from oidc_provider_mock import app as provider_app
 
 from assistant.settings import Settings
 from assistant.tokens import TokenStore
 from tests.api.server import ApiServer
-from tests.conftest import closed_port_url
+from tests.conftest import closed_port_url, serve_wsgi
 
 # the mock provider still uses authlib's older API for its ID tokens
 pytestmark = pytest.mark.filterwarnings("ignore:get_jwt_config:DeprecationWarning")
@@ -29,26 +27,15 @@ CALLBACK = "http://127.0.0.1:9/callback"  # never opened: the code is read off t
 USERS = [ProviderUser(sub="alice", claims={"name": "Alice", "groups": ["staff", "hr"]})]
 
 
-def _serve(app) -> Iterator[str]:
-    server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def provider() -> Iterator[str]:
-    yield from _serve(provider_app(user_claims=USERS))
+    yield from serve_wsgi(provider_app(user_claims=USERS))
 
 
 @pytest.fixture(scope="module")
 def stale_provider() -> Iterator[str]:
     """A provider whose tokens are issued already expired (past the allowed clock skew)."""
-    yield from _serve(provider_app(user_claims=USERS, access_token_max_age=timedelta(hours=-1)))
+    yield from serve_wsgi(provider_app(user_claims=USERS, access_token_max_age=timedelta(hours=-1)))
 
 
 def id_token(provider: str, client_id: str = CLIENT, sub: str = "alice") -> str:

@@ -9,7 +9,6 @@ import re
 import stat
 import subprocess
 import sys
-import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,13 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import werkzeug.serving
 from oidc_provider_mock import User as ProviderUser
 from oidc_provider_mock import app as provider_app
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from assistant.settings import Settings
-from tests.conftest import closed_port_url, need_binary
+from tests.conftest import closed_port_url, need_binary, serve_wsgi
 from tests.ui.test_browser import (
     CHROMIUM_ARGS,
     PAGE_MS,
@@ -73,15 +71,7 @@ def provider() -> Iterator[str]:
     app = provider_app(
         require_client_registration=True, require_nonce=True, user_claims=PROVIDER_USERS
     )
-    server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
+    yield from serve_wsgi(app)
 
 
 @contextmanager
@@ -199,7 +189,9 @@ def test_oidc_sign_in_through_the_provider(visit, provider, sample_settings, art
         message = ask(page, "How many days a week may I work from home?")
         expect(message.get_by_test_id("stAlertContainer")).to_contain_text("could not be reached")
         expect(message.get_by_test_id("stExpander").first).to_be_visible()
-        expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)  # one page: no menu
+        nav = page.get_by_test_id("stSidebarNav")  # ask and her own API tokens, nothing more
+        expect(nav.get_by_role("link")).to_have_count(2)
+        expect(nav.get_by_role("link", name="API tokens")).to_have_count(1)
         expect(page.get_by_role("link", name="Administration")).to_have_count(0)
         expect(page.get_by_test_id("stException")).to_have_count(0)
         page.screenshot(path=artifacts / "alice-answer.png", full_page=True)
