@@ -188,11 +188,15 @@ class Ingestor:
         *,
         allow_open: bool = False,
         allow_mass_delete: bool = False,
+        replaces: Index | None = None,
     ) -> None:
         """`allow_open`: rules that were in force may be gone (their documents open to
         everyone); `allow_mass_delete`: the listing may delete most of a folder's
-        documents. Without them such a run stops before writing (IngestRefused)."""
+        documents. Without them such a run stops before writing (IngestRefused).
+        `replaces`: the index a rebuild into `index` will replace, which those two
+        checks compare with (a rebuild over an unmounted share would drop it all)."""
         self.settings = settings
+        self.replaces = replaces
         self.allow_open = allow_open
         self.allow_mass_delete = allow_mass_delete
         self.embedder = embedder or (
@@ -311,8 +315,10 @@ class Ingestor:
         summary.permissions = permissions.describe()
         listing = list_folder(root_path)  # before the index: an unlistable folder stops here
         everything = self.index.manifest(root)
+        # a rebuild fills an empty index: the guards compare with the one it replaces
+        known = self.replaces.manifest(root) if self.replaces is not None else everything
         refuse_lost_rules(
-            permissions, source_state(self.settings.data_dir, root), everything, self.allow_open
+            permissions, source_state(self.settings.data_dir, root), known, self.allow_open
         )
         by_hash = {h: source for source, info in everything.items() for h in info.hashes}
         indexed = {s: i for s, i in everything.items() if shard is None or shard.owns(s)}
@@ -324,7 +330,9 @@ class Ingestor:
         unlisted = [display_path(f.relative_to(root_path)) for f in listing.unlisted]
         listed = {display_path(path.relative_to(root_path)) for path in files}
         doomed = sorted(s for s in set(indexed) - listed if not under(s, unlisted))
-        refuse_mass_delete(root_path, len(indexed), len(files), len(doomed), self.allow_mass_delete)
+        owned = [s for s in known if shard is None or shard.owns(s)]
+        lost = [s for s in owned if s not in listed and not under(s, unlisted)]
+        refuse_mass_delete(root_path, len(owned), len(files), len(lost), self.allow_mass_delete)
         for folder_name in unlisted:
             summary.failed.append(
                 {

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from assistant.errors import IngestError, IngestRefused
 from assistant.index import open_index
 from ingest.listing import MASS_DELETE_MIN, Listing
 from ingest.pipeline import Ingestor
 from tests.conftest import ROOT, CachedEmbedder, need_binary
+from ui.cli.main import app as cli_app
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,9 @@ def documents(settings, root: Path) -> set[str]:
     return set(open_index(settings).manifest(str(root.resolve())))
 
 
-def test_an_empty_mount_point_deletes_nothing_without_the_flag(settings, cached, tmp_path):
+def test_an_empty_mount_point_deletes_nothing_without_the_flag(
+    settings, cached, tmp_path, monkeypatch
+):
     share = make_share(tmp_path / "share", 4)
     assert Ingestor(settings, cached).run(share).added == 4
     before = documents(settings, share)
@@ -53,6 +57,13 @@ def test_an_empty_mount_point_deletes_nothing_without_the_flag(settings, cached,
     share.mkdir()
     with pytest.raises(IngestRefused, match="lists 0 documents and the index holds 4"):
         Ingestor(settings, cached).run(share)
+    assert documents(settings, share) == before
+    # nor does a rebuild, which fills a new index and compares it with the one it replaces
+    monkeypatch.setattr("ingest.pipeline.Embedder", lambda *args, **kwargs: cached)
+    env = {k: None for k in os.environ if k.startswith("TAIMATSU_")}
+    env.update(TAIMATSU_DATA_DIR=str(settings.data_dir), TAIMATSU_PARSE_TIMEOUT="0")
+    rebuilt = CliRunner().invoke(cli_app, ["reindex"], env=env)
+    assert rebuilt.exit_code == 1 and "lists 0 documents" in rebuilt.stderr
     assert documents(settings, share) == before
     shutil.rmtree(share)
     with pytest.raises(IngestError, match="holds 4 documents from it"):

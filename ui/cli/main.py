@@ -127,7 +127,7 @@ def reindex(as_json: JsonOpt = False) -> None:
                 "and run `taimatsu reindex` again — nothing was changed"
             )
         staging = index.staging()
-        ingestor = Ingestor(settings, index=staging)
+        ingestor = Ingestor(settings, index=staging, replaces=index)
         show_bar = sys.stderr.isatty() and not as_json
         summaries = []
         try:
