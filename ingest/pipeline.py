@@ -342,7 +342,6 @@ class Ingestor:
                 }
             )
         self.index.ensure(self.embedder.stamp)
-        seen: set[str] = set()
         limit = int(self.settings.max_file_mb * 1024 * 1024)
 
         def read(path: Path) -> _Read:
@@ -352,7 +351,6 @@ class Ingestor:
         ahead: _Read | None = None
         for i, path in enumerate(files):
             source = display_path(path.relative_to(root_path))
-            seen.add(source)
             summary.files_seen += 1
             item = ahead if ahead is not None else read(path)
             ahead = read(files[i + 1]) if i + 1 < len(files) else None
