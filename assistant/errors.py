@@ -18,9 +18,13 @@ engine, httpx, the parsers' libraries) are translated into these where they are 
     ├── QuestionTooLong        a question over TAIMATSU_MAX_QUESTION_CHARS
     ├── GoldError              an evaluation gold file that cannot be used
     ├── IngestError            an ingestion run cannot proceed
-    │   └── IngestBusy         another run holds this index (exit code 4)
+    │   ├── IngestBusy         another run holds this index (exit code 4)
+    │   └── IngestRefused      the run would open documents to everyone or delete most
+    │                          of them; it stopped before writing (an explicit flag allows)
     ├── AclError               an ACL file that cannot be used (nothing is ingested)
     ├── ParseError             one file cannot be read (reported; the run goes on)
+    ├── PermissionsUnreadable  one file's permissions cannot be read or mapped (reported;
+    │                          the file keeps the groups it had, or stays out)
     └── UploadProblem          an uploaded file is refused (`code` for the page's text)
         └── UploadError        the whole upload is refused; nothing is written
 
@@ -37,9 +41,11 @@ __all__ = [
     "GoldError",
     "IngestBusy",
     "IngestError",
+    "IngestRefused",
     "LLMUnavailable",
     "ModelMismatch",
     "ParseError",
+    "PermissionsUnreadable",
     "QuestionTooLong",
     "SettingsError",
     "StoreBusy",
@@ -116,12 +122,23 @@ class IngestBusy(IngestError):
     """Another ingestion run holds this index."""
 
 
+class IngestRefused(IngestError):
+    """The run stopped before writing anything because it would make documents readable
+    by everyone (the permission rules in force are gone) or delete most of the indexed
+    documents (the source looks down); a flag of `taimatsu ingest` says it is meant."""
+
+
 class AclError(TaimatsuError, ValueError):
     """An ACL file that cannot be used; nothing is ingested with unknown permissions."""
 
 
 class ParseError(TaimatsuError):
     """A file that cannot be read, with a one-line reason."""
+
+
+class PermissionsUnreadable(TaimatsuError):
+    """One file's permissions cannot be read (an unreadable ACL) or named (a name the
+    group map does not know): the file is reported and keeps the groups it had."""
 
 
 UPLOAD_MESSAGES = {  # English, for logs and tests; the page shows ui.web.i18n's "upload_<code>"

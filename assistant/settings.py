@@ -162,6 +162,18 @@ class Settings(BaseSettings):
     acl_file: Path | None = Field(
         None, description="ACL file (TOML); empty = `.taimatsu-acl.toml` in the ingested folder."
     )
+    permissions: Literal["rules", "filesystem", "both"] = Field(
+        "rules",
+        description="Who may read a document: rules (the ACL file), filesystem (each file's "
+        "POSIX mode, owning group and POSIX ACL, with its folders'), or both (a group must "
+        "be allowed by both: the intersection).",
+    )
+    group_map: Path | None = Field(
+        None,
+        description="A TOML file mapping file-system names to Taimatsu groups "
+        '(`"DOMAIN\\\\hr" = "hr"`, `"user:alice" = "user:alice@example.com"`); when set, a '
+        "reader it does not name is an error for that file. Empty: names as they are.",
+    )
     ingest_wait: float = Field(
         0.0, ge=0, description="Seconds a run waits for another run on the same index to end."
     )

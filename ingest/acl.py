@@ -15,6 +15,10 @@ An ACL file (TOML) maps path patterns, relative to the ingested folder, to group
 The file is `TAIMATSU_ACL_FILE`, else `.taimatsu-acl.toml` in the ingested folder (hidden
 files are never indexed). The groups are stored on every chunk; a changed ACL file is
 applied on the next run without embedding anything again.
+
+A file with neither `default` nor a rule (empty, or comments only) is not in force: it
+counts as missing. Rules that were in force and are now missing never open documents on
+their own (ingest/permissions.py); `default = ["everyone"]` opens them explicitly.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Acl:
     default: tuple[str, ...] = (EVERYONE,)
     rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
     origin: str = "built-in default (everyone reads everything)"
+    in_force: bool = False  # read from a file that says something (not missing, not empty)
 
     @classmethod
     def load(cls, path: Path) -> Acl:
@@ -88,7 +93,8 @@ class Acl:
             groups = _groups(rule.get("groups"), f"{path}: rule {n} groups")
             glob_regex(rule["pattern"])
             rules.append((rule["pattern"], tuple(groups)))
-        return cls(default, tuple(rules), str(path))
+        in_force = "default" in data or bool(rules)
+        return cls(default, tuple(rules), str(path), in_force)
 
     @classmethod
     def for_folder(cls, root: Path, acl_file: Path | None) -> Acl:

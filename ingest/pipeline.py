@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +24,13 @@ from filelock import FileLock, Timeout
 
 from assistant import sparse
 from assistant.embedder import Embedder, TextEmbedder
-from assistant.errors import AclError, IngestBusy, IngestError, ParseError
+from assistant.errors import (
+    IngestBusy,
+    IngestError,
+    IngestRefused,
+    ParseError,
+    PermissionsUnreadable,
+)
 from assistant.index import (
     ChunkPoint,
     DeleteDocument,
@@ -40,11 +45,12 @@ from assistant.index import (
 )
 from assistant.served_embedder import ServedEmbedder
 from assistant.settings import Settings
-from ingest.acl import Acl
 from ingest.chunker import Chunk, Chunker
-from ingest.parsing import Section, parse, supported
+from ingest.listing import list_folder, refuse_mass_delete, under
+from ingest.parsing import Section, parse
 from ingest.parsing.isolation import ParserWorker
-from ingest.runs import record_run
+from ingest.permissions import Permissions, refuse_lost_rules, rules_for_folder
+from ingest.runs import record_run, remember_source, source_state
 
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")
@@ -63,6 +69,7 @@ class Summary:
     acl_updated: int = 0
     files_seen: int = 0
     seconds: float = 0.0
+    permissions: str = ""  # the permission source in force (Permissions.describe)
 
     @property
     def changed(self) -> bool:
@@ -94,14 +101,8 @@ def display_path(relative: Path) -> str:
 
 
 def walk(root: Path) -> Iterator[Path]:
-    """Supported files under root, sorted; hidden entries and Office lock files (~$x.docx)
-    skipped; directory symlinks not followed (no loops)."""
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(folder, name)
-            if not name.startswith((".", "~$")) and supported(path):
-                yield path
+    """Supported files under root, sorted (ingest/listing.py)."""
+    yield from list_folder(root).files
 
 
 def _read_error(exc: OSError) -> str:
@@ -180,9 +181,24 @@ class _Read:
 
 class Ingestor:
     def __init__(
-        self, settings: Settings, embedder: TextEmbedder | None = None, index: Index | None = None
+        self,
+        settings: Settings,
+        embedder: TextEmbedder | None = None,
+        index: Index | None = None,
+        *,
+        allow_open: bool = False,
+        allow_mass_delete: bool = False,
+        replaces: Index | None = None,
     ) -> None:
+        """`allow_open`: rules that were in force may be gone (their documents open to
+        everyone); `allow_mass_delete`: the listing may delete most of a folder's
+        documents. Without them such a run stops before writing (IngestRefused).
+        `replaces`: the index a rebuild into `index` will replace, which those two
+        checks compare with (a rebuild over an unmounted share would drop it all)."""
         self.settings = settings
+        self.replaces = replaces
+        self.allow_open = allow_open
+        self.allow_mass_delete = allow_mass_delete
         self.embedder = embedder or (
             Embedder(settings.embed_model_dir, settings.embed_batch_size)
             if settings.embed_backend == "local"
@@ -257,10 +273,24 @@ class Ingestor:
         with ingest_lock(self.settings, shard):
             try:
                 summary = self.sync(folder, progress, shard)
+            except IngestRefused as exc:  # the administration page and status show it
+                record_run(self.settings.data_dir, {"root": str(folder), "refused": str(exc)})
+                raise
             finally:
                 self.close()
             record_run(self.settings.data_dir, summary.as_json())
             return summary
+
+    def _refuse_missing(self, folder: Path, root_path: Path) -> None:
+        held = 0
+        if self.index.exists():
+            held = len(self.index.manifest(str(root_path.resolve())))
+        if held:
+            raise IngestError(
+                f"{folder} is not a folder now, and the index holds {held} documents from it "
+                "(unmounted? moved?); nothing was deleted; mount or restore it and rerun"
+            )
+        raise IngestError(f"{folder} is not a folder; give the folder of documents to index")
 
     def close(self) -> None:
         """Stop the parsing process (a new one starts if the Ingestor is used again)."""
@@ -275,25 +305,43 @@ class Ingestor:
         it owns are added, updated or deleted."""
         root_path = Path(folder).expanduser()
         if not root_path.is_dir():
-            raise IngestError(f"{folder} is not a folder; give the folder of documents to index")
+            self._refuse_missing(folder, root_path)
         root_path = root_path.resolve()
         started = time.monotonic()
         root = str(root_path)
         summary = Summary(root=root)
-        try:
-            acl = Acl.for_folder(root_path, self.settings.acl_file)
-        except AclError as exc:
-            raise IngestError(str(exc)) from exc
-        self.index.ensure(self.embedder.stamp)
+        acl = rules_for_folder(self.settings, root_path)
+        permissions = Permissions(self.settings, root_path, acl)
+        summary.permissions = permissions.describe()
+        listing = list_folder(root_path)  # before the index: an unlistable folder stops here
         everything = self.index.manifest(root)
+        # a rebuild fills an empty index: the guards compare with the one it replaces
+        known = self.replaces.manifest(root) if self.replaces is not None else everything
+        refuse_lost_rules(
+            permissions, source_state(self.settings.data_dir, root), known, self.allow_open
+        )
         by_hash = {h: source for source, info in everything.items() for h in info.hashes}
         indexed = {s: i for s, i in everything.items() if shard is None or shard.owns(s)}
         files = [
             path
-            for path in walk(root_path)
+            for path in listing.files
             if shard is None or shard.owns(display_path(path.relative_to(root_path)))
         ]
-        seen: set[str] = set()
+        unlisted = [display_path(f.relative_to(root_path)) for f in listing.unlisted]
+        listed = {display_path(path.relative_to(root_path)) for path in files}
+        doomed = sorted(s for s in set(indexed) - listed if not under(s, unlisted))
+        owned = [s for s in known if shard is None or shard.owns(s)]
+        lost = [s for s in owned if s not in listed and not under(s, unlisted)]
+        refuse_mass_delete(root_path, len(owned), len(files), len(lost), self.allow_mass_delete)
+        for folder_name in unlisted:
+            summary.failed.append(
+                {
+                    "source": folder_name + "/",
+                    "error": "this folder cannot be listed (permission denied?); "
+                    "its indexed documents are kept",
+                }
+            )
+        self.index.ensure(self.embedder.stamp)
         limit = int(self.settings.max_file_mb * 1024 * 1024)
 
         def read(path: Path) -> _Read:
@@ -303,13 +351,12 @@ class Ingestor:
         ahead: _Read | None = None
         for i, path in enumerate(files):
             source = display_path(path.relative_to(root_path))
-            seen.add(source)
             summary.files_seen += 1
             item = ahead if ahead is not None else read(path)
             ahead = read(files[i + 1]) if i + 1 < len(files) else None
             if not item.will_parse:  # the parser is free now; a file to parse frees it later
                 self._parse_ahead(ahead)
-            self._one(root, item, source, indexed.get(source), by_hash, acl, summary, ahead)
+            self._one(root, item, source, indexed.get(source), by_hash, permissions, summary, ahead)
             # chunks are embedded across documents: fuller, length-sorted model batches
             if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
                 self._embed_queued()
@@ -319,10 +366,14 @@ class Ingestor:
                 queued = sum(len(doc[3]) for doc in self._to_embed)
                 done = summary.files_seen - len(self._to_embed)
                 progress(done, len(files), summary.chunks_embedded - queued)
-        for source in sorted(set(indexed) - seen):
+        for source in doomed:
             self._pending.append(DeleteDocument(root, source))
             summary.deleted += 1
         self._flush()
+        rules = permissions.acl.origin if permissions.acl.in_force else None
+        remember_source(
+            self.settings.data_dir, root, {"permissions": permissions.mode, "rules": rules}
+        )
         if progress:
             progress(len(files), len(files), summary.chunks_embedded)
         summary.seconds = round(time.monotonic() - started, 3)
@@ -335,13 +386,18 @@ class Ingestor:
         source: str,
         info: DocInfo | None,
         by_hash: dict[str, str],
-        acl: Acl,
+        permissions: Permissions,
         summary: Summary,
         ahead: _Read | None,
     ) -> None:
         """Bring one file's document in line; when this file is parsed, `ahead` (the
-        next file) is handed to the parser as soon as it is free of this one."""
-        groups = acl.groups_for(source)
+        next file) is handed to the parser as soon as it is free of this one. A file
+        whose readers cannot be told is reported and keeps what the index has of it."""
+        if item.error is None:
+            try:
+                groups = permissions.groups_for(source, item.path)
+            except PermissionsUnreadable as exc:
+                item.error = str(exc)
         if item.error is not None:
             summary.failed.append({"source": source, "error": item.error})
             return

@@ -1,6 +1,11 @@
-"""The ingestion runs log: one JSON line per finished run in `<data_dir>/runs.jsonl`, for
-the administration page (last runs and their failures). Bounded: the oldest lines are
-dropped past MAX_RUNS."""
+"""The ingestion runs log: one JSON line per finished (or refused) run in
+`<data_dir>/runs.jsonl`, for the administration page and `taimatsu status` (last runs, their
+failures and refusals). Bounded: the oldest lines are dropped past MAX_RUNS.
+
+And what each source's last finished run had in force, in `<data_dir>/sources.json`
+({root: {"permissions": ..., "rules": the rules file or null}}): a later run compares
+with it, so that rules that were in force and are gone stop the run instead of opening
+every document (ingest/permissions.py)."""
 
 from __future__ import annotations
 
@@ -35,3 +40,53 @@ def recent_runs(data_dir: Path, limit: int = 20) -> list[dict[str, Any]]:
         except ValueError:
             continue  # a line cut by a crash: skip it
     return runs
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def source_state(data_dir: Path, root: str) -> dict[str, Any]:
+    """What the last finished run over `root` had in force ({} if none)."""
+    path = data_dir / "sources.json"
+    try:
+        states = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        # the memory is lost: the index's own groups still guard (refuse_lost_rules)
+        return {}
+    state = states.get(root) if isinstance(states, dict) else None
+    return state if isinstance(state, dict) else {}
+
+
+def remember_source(data_dir: Path, root: str, state: dict[str, Any]) -> None:
+    path = data_dir / "sources.json"
+    try:
+        states = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        states = {}
+    if not isinstance(states, dict):
+        states = {}
+    if states.get(root) == state:
+        return
+    states[root] = state
+    _write_atomic(path, json.dumps(states, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+
+
+def ingest_status(data_dir: Path, permissions: str) -> dict[str, Any]:
+    """For `taimatsu status`: the permission source set, what each folder's last run had
+    in force, and the last run (with its refusal, if it was refused)."""
+    path = data_dir / "sources.json"
+    try:
+        sources = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        sources = {}
+    last = recent_runs(data_dir, 1)
+    return {
+        "permissions": permissions,
+        "sources": sources if isinstance(sources, dict) else {},
+        "last_run": last[0] if last else None,
+    }

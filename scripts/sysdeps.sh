@@ -2,9 +2,10 @@
 # Debian packages the tests use: chromium (Playwright drives it), a Japanese font (so
 # screenshots of Japanese pages are readable, and the OCR test can draw Japanese),
 # docker-compose v1 (validates compose.yaml offline) and tesseract with its Japanese
-# data (OCR of scanned PDFs, optional in the product), and strace (the zero-egress test
-# records every connect()). Installed when missing and we are root; otherwise
-# the tests that need them say they are skipped and why.
+# data (OCR of scanned PDFs, optional in the product), strace (the zero-egress test
+# records every connect()), and acl (setfacl/getfacl: the file-system permission tests
+# set POSIX ACLs and compare what Taimatsu reads with getfacl). Installed when missing
+# and we are root; otherwise the tests that need them say they are skipped and why.
 set -eu
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
@@ -12,6 +13,7 @@ command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 [ -e /usr/share/fonts/opentype/ipafont-gothic ] || missing="$missing fonts-ipafont-gothic"
 command -v tesseract >/dev/null 2>&1 || missing="$missing tesseract-ocr"
 command -v strace >/dev/null 2>&1 || missing="$missing strace"
+command -v setfacl >/dev/null 2>&1 || missing="$missing acl"
 [ -e /usr/share/tesseract-ocr/5/tessdata/jpn.traineddata ] || missing="$missing tesseract-ocr-jpn"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

@@ -199,6 +199,12 @@ def test_group_filter_is_applied_in_the_engine(settings, model, backend, corpus)
         hits = backend.search(request)
         assert hits and all(h.payload["groups"] == ["everyone"] for h in hits), legs
         assert backend.search(SearchRequest(vpn, terms, ["sales"], 100, legs=legs)) == []
+    # no group at all (file-system permissions that let nobody read): no hit for anyone
+    backend.write([SetGroups(root, "en/vpn-troubleshooting.pdf", [])])
+    assert backend.manifest(root)["en/vpn-troubleshooting.pdf"].groups == []
+    everybody = ["everyone", "hr", "sales"]
+    hits = backend.search(SearchRequest(vpn, none, everybody, 100))
+    assert hits and "en/vpn-troubleshooting.pdf" not in {h.payload["source"] for h in hits}
 
 
 def test_exact_code_and_japanese_question(samples_index, model):

@@ -228,3 +228,45 @@ def test_extremely_long_lines_and_invisible_characters_are_chunked(embedder):
     assert len(chunks) > 10
     assert all(embedder.count_tokens(c.embed_text) <= 202 for c in chunks)
     assert rtl in chunks[0].text and zero_width in chunks[0].text  # kept as text, not dropped
+
+
+def _pdf_with_table(rows: list[tuple[str, ...]]) -> bytes:
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    pdf.multi_cell(0, 6, "Travel allowance 2026. The daily rates below apply to every trip.")
+    pdf.ln(4)
+    with pdf.table() as table:  # a ruled table, as word processors export them
+        for cells in rows:
+            row = table.row()
+            for cell in cells:
+                row.cell(cell)
+    pdf.ln(4)
+    pdf.multi_cell(0, 6, "Claims go to finance within 30 days of the trip.")
+    pdf.rect(10, 250, 190, 30)  # a frame is not a table
+    pdf.text(15, 260, "Frame note: keep receipts.")
+    return bytes(pdf.output())
+
+
+def test_pdf_tables_come_out_as_header_value_rows_in_reading_order():
+    rows = [
+        ("City", "Daily rate", "Hotel cap"),
+        ("Osaka", "8,000 JPY", "12,000 JPY"),
+        ("Sapporo", "7,500 JPY", "11,000 JPY"),
+    ]
+    (section,) = parse(Path("allowance.pdf"), _pdf_with_table(rows))
+    lines = section.text.splitlines()
+    assert section.page == 1
+    assert lines[:3] == [
+        "Travel allowance 2026. The daily rates below apply to every trip.",
+        "City: Osaka; Daily rate: 8,000 JPY; Hotel cap: 12,000 JPY",
+        "City: Sapporo; Daily rate: 7,500 JPY; Hotel cap: 11,000 JPY",
+    ]
+    assert "Claims go to finance within 30 days of the trip." in lines[3:]
+    assert "Frame note: keep receipts." in section.text
+    assert "Osaka 8,000" not in section.text  # the table's text once, as rows
+
+
+def test_pdf_pages_that_draw_nothing_keep_their_text():
+    (section,) = parse(Path("plain.pdf"), _pdf_bytes("Plain words. Nothing drawn here."))
+    assert section.text == "Plain words. Nothing drawn here."

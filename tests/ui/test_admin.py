@@ -396,3 +396,19 @@ def test_upload_in_the_browser_then_find_the_new_document(admin_env, artifacts):
         cited = citations(message, re.compile(r"^\[\d+\] aurora-guide\.md"))
         expect(cited.first).to_be_visible()
         page.screenshot(path=artifacts / "admin-upload-answer.png", full_page=True)
+
+
+def test_a_refused_run_is_shown_with_its_sentence(monkeypatch, tmp_path):
+    """A run that stopped rather than open documents is listed with its reason."""
+    from ingest.runs import record_run
+
+    reason = "the rules file /srv/share/.taimatsu-acl.toml was in force for this folder …"
+    record_run(tmp_path, {"root": "/srv/share", "refused": reason})
+    monkeypatch.setenv("TAIMATSU_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TAIMATSU_OLLAMA_HOST", closed_port_url())
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.run()
+    errors = texts(switch_to_admin(app).error)
+    assert any(
+        line.startswith("The run over /srv/share (") and line.endswith(reason) for line in errors
+    ), errors

@@ -72,6 +72,22 @@ def ingest(
         str | None,
         typer.Option("--shard", help="I/N: this worker takes the I-th of N shares of the files."),
     ] = None,
+    allow_open: Annotated[
+        bool,
+        typer.Option(
+            "--allow-open",
+            help="The rules file that was in force is gone on purpose: its documents "
+            "become readable by everyone (without this flag such a run stops).",
+        ),
+    ] = False,
+    allow_mass_delete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mass-delete",
+            help="The folder lost all or most of its documents on purpose: delete them "
+            "from the index (without this flag such a run stops).",
+        ),
+    ] = False,
 ) -> None:
     """Bring the index in line with a folder: add, update and remove documents."""
     from ingest.pipeline import Ingestor, Shard
@@ -82,7 +98,8 @@ def ingest(
         raise typer.BadParameter(str(exc), param_hint="--shard") from None
     show_bar = sys.stderr.isatty() and not (quiet or as_json)
     with progress_bar(show_bar) as progress:
-        summary = Ingestor(Settings()).run(path, progress, share)
+        ingestor = Ingestor(Settings(), allow_open=allow_open, allow_mass_delete=allow_mass_delete)
+        summary = ingestor.run(path, progress, share)
     if as_json:
         _print_json(summary.as_json())
     elif summary.changed or not quiet:
@@ -112,7 +129,7 @@ def reindex(as_json: JsonOpt = False) -> None:
                 "and run `taimatsu reindex` again — nothing was changed"
             )
         staging = index.staging()
-        ingestor = Ingestor(settings, index=staging)
+        ingestor = Ingestor(settings, index=staging, replaces=index)
         show_bar = sys.stderr.isatty() and not as_json
         summaries = []
         try:
@@ -219,9 +236,12 @@ def status(as_json: JsonOpt = False) -> None:
     """Show the health of the index and of the model server."""
     from assistant.status import collect
     from ingest.parsing.ocr import ocr_status
+    from ingest.runs import ingest_status
 
-    report = collect(Settings())
+    settings = Settings()
+    report = collect(settings)
     report["ocr"] = ocr_status()
+    report["ingest"] = ingest_status(settings.data_dir, settings.permissions)
     if as_json:
         _print_json(report)
     else:
@@ -242,9 +262,22 @@ def status(as_json: JsonOpt = False) -> None:
             f"ocr: {'tesseract ' + ocr['version'] if ocr['available'] else 'off'}"
             f"{' (' + ocr['reads'] + ')' if ocr['available'] else ' - ' + ocr.get('hint', '')}"
         )
+        typer.echo(_ingest_line(report["ingest"]))
         for problem in filter(None, (index.get("error"), llm.get("error"))):
             typer.echo(f"  {problem}")
     raise typer.Exit(EXIT_OK if report["index"]["healthy"] else EXIT_FAILED)
+
+
+def _ingest_line(ingest: dict[str, Any]) -> str:
+    line = f"ingest: permissions from {ingest['permissions']}"
+    last = ingest["last_run"]
+    if last is None:
+        return line + "; no run yet"
+    when = datetime.fromtimestamp(last.get("finished", 0)).astimezone()
+    line += f"; last run {when:%Y-%m-%d %H:%M} over {last.get('root', '?')}"
+    if last.get("refused"):
+        return line + f" REFUSED: {last['refused']}"
+    return line + f": {len(last.get('failed', []))} failed"
 
 
 @app.command()

@@ -137,6 +137,10 @@ def show_runs(settings: Settings) -> None:
         rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch")
     for run, row in zip(runs, rows, strict=True):
+        if run.get("refused"):  # a run that would have opened or deleted documents
+            when, root = row[t("admin_col_finished")], run.get("root", "")
+            st.error(say("admin_refused", root=root, when=when, reason=run["refused"]))
+            continue
         failed = run.get("failed", [])
         label = say(
             "admin_failures",

@@ -130,6 +130,10 @@ STRINGS: dict[str, dict[str, str]] = {
     "admin_col_deleted": {"en": "Deleted", "ja": "削除"},
     "admin_col_failed": {"en": "Failed", "ja": "失敗"},
     "admin_col_seconds": {"en": "Seconds", "ja": "秒"},
+    "admin_refused": {
+        "en": "The run over {root} ({when}) stopped and changed nothing: {reason}",
+        "ja": "{root} の同期（{when}）は停止し、何も変更していません: {reason}",
+    },
     "admin_failures": {
         "en": "{count} file(s) failed in {root} ({when})",
         "ja": "{root} で {count} 件のファイルが失敗（{when}）",
