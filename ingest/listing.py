@@ -64,10 +64,11 @@ def refuse_mass_delete(root: Path, indexed: int, listed: int, doomed: int, allow
         return
     flag = "run `taimatsu ingest --allow-mass-delete` to delete them"
     if doomed >= indexed:
+        looks = "unmounted or emptied" if not listed else "replaced by another folder"
         raise IngestRefused(
-            f"{root} lists {listed} documents and the index holds {indexed} from it: the "
-            "folder looks unmounted or emptied, so this run deleted nothing; mount or "
-            f"restore it, or {flag}"
+            f"{root} lists {listed} documents and none of the {indexed} indexed from it: "
+            f"the folder looks {looks}, so this run deleted nothing; mount or restore it, "
+            f"or {flag}"
         )
     if indexed >= MASS_DELETE_MIN and doomed > indexed * MASS_DELETE_SHARE:
         raise IngestRefused(
