@@ -35,10 +35,17 @@ def _groups(value: object) -> list[str]:
     return sorted({str(g).strip() for g in names if str(g).strip()})
 
 
+USER_PREFIX = "user:"  # a reader named by a file's ACL (ingest/posix_access.py)
+
+
 def make_user(settings: Settings, user_id: str, name: str, groups: list[str]) -> User:
-    groups = groups or list(settings.default_groups)
+    """The user with their groups (TAIMATSU_DEFAULT_GROUPS when the sign-in names none)
+    and `user:<id>`, so that a file whose permissions name this user is theirs to read.
+    Only the identity names its user: a `user:` entry among the groups it was given (a
+    claim, a header, a token's groups) is dropped."""
+    groups = [g for g in groups if not g.startswith(USER_PREFIX)] or list(settings.default_groups)
     admin = bool(set(groups) & set(settings.admin_groups))
-    return User(user_id, name, tuple(groups), admin)
+    return User(user_id, name, (*groups, f"{USER_PREFIX}{user_id}"), admin)
 
 
 def trusted_proxy(settings: Settings, address: str | None) -> bool:

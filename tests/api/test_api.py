@@ -205,7 +205,7 @@ def test_rest_search_ask_and_status_follow_the_askers_groups(api, tokens, corpus
 
         status = staff.get("/api/status").json()
         assert status["index"] == {"healthy": True, "exists": True}  # no counts
-        assert status["user"] == {"id": "sam", "groups": ["staff"]}
+        assert status["user"] == {"id": "sam", "groups": ["staff", "user:sam"]}
     with client(api, tokens["admin"]) as admin:
         assert admin.get("/api/status").json()["index"]["documents"] == len(DOCS)
 
@@ -384,7 +384,10 @@ def test_header_mode_believes_only_the_trusted_proxy(corpus, model, embedder):
             response = http.get("/api/status", headers=headers)
             assert response.status_code == expected
             if expected == 200:
-                assert response.json()["user"] == {"id": "pat", "groups": ["hr", "staff"]}
+                assert response.json()["user"] == {
+                    "id": "pat",
+                    "groups": ["hr", "staff", "user:pat"],
+                }
                 twice = http.get(
                     "/api/status", headers=[*headers.items(), ("X-Forwarded-User", "ada")]
                 )
@@ -412,7 +415,7 @@ def test_every_question_from_the_api_and_mcp_is_in_the_audit_log(api, tokens):
         ("mcp", "hana", question, "generated"),
     ]
     for entry in entries:
-        assert entry["groups"] == ["hr"]
+        assert entry["groups"] == ["hr", "user:hana"]
     answered = [e for e in entries if e["mode"] == "generated"]
     assert {tuple(e["cited"]) for e in answered} == {tuple(answered[0]["cited"])}
     assert answered[0]["cited"][0] == "vpn.md" and answered[0]["shown"] == answered[0]["cited"]

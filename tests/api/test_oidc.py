@@ -92,13 +92,13 @@ def test_an_oidc_id_token_names_the_user_and_groups(tmp_path, provider, embedder
     with ApiServer(conf, embedder) as api:
         mine = status(api, good)
         assert mine.status_code == 200, mine.text
-        assert mine.json()["user"] == {"id": "alice", "groups": ["hr", "staff"]}
+        assert mine.json()["user"] == {"id": "alice", "groups": ["hr", "staff", "user:alice"]}
         for bad in (forged, foreign, "not-a-jwt"):
             refused = status(api, bad)
             assert refused.status_code == 401
             assert "sign-in token is not valid" in refused.json()["error"]["message"]
         api_token = TokenStore(conf).create("bot", ["it"])[0]
-        assert status(api, api_token).json()["user"] == {"id": "bot", "groups": ["it"]}
+        assert status(api, api_token).json()["user"] == {"id": "bot", "groups": ["it", "user:bot"]}
 
 
 def test_an_expired_oidc_token_is_refused(tmp_path, stale_provider, embedder):

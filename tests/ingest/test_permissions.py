@@ -301,3 +301,22 @@ def test_a_broken_group_map_stops_the_run(settings, cached, folder, tmp_path):
     with pytest.raises(IngestError, match="TAIMATSU_GROUP_MAP|group map"):
         Ingestor(broken, cached).run(folder)
     assert not open_index(settings).exists()
+
+
+def test_a_file_readable_by_a_named_user_is_theirs_alone(settings, cached, acl_folder, tmp_path):
+    """`setfacl u:NAME:r` on a file closed to others: that user, signed in by the proxy or
+    a token as NAME, reads it (their identity carries `user:NAME`); nobody else does."""
+    from ui.identity import header_user
+
+    files = file_settings(settings, tmp_path).model_copy(update={"auth_mode": "header"})
+    review = acl_folder / "hr" / "review.md"
+    os.chmod(review, 0o600)
+    setfacl("-m", "u:nobody:r", str(review))
+    assert Ingestor(files, cached).run(acl_folder).added == 2
+    assert open_index(files).manifest(str(acl_folder.resolve()))["hr/review.md"].groups == [
+        "user:nobody"
+    ]
+    nobody = header_user(files, None, ["nobody"], ["staff"])
+    other = header_user(files, None, ["sato"], ["staff,user:nobody"])  # claims it: dropped
+    assert "hr/review.md" in seen_by(files, cached, list(nobody.groups))
+    assert "hr/review.md" not in seen_by(files, cached, list(other.groups))

@@ -364,7 +364,7 @@ def test_other_modes_add_no_flags(tmp_path, monkeypatch):
 )
 def test_groups_come_from_the_claim_or_default(tmp_path, claims, groups, admin):
     user = oidc_user(Settings(data_dir=tmp_path), {"sub": "u1", **claims})
-    assert user is not None and user.groups == groups and user.admin is admin
+    assert user is not None and user.groups == (*groups, "user:u1") and user.admin is admin
 
 
 def test_oidc_identity_is_the_subject(tmp_path):
@@ -384,8 +384,12 @@ def test_oidc_identity_is_the_subject(tmp_path):
 def test_header_user_rules(tmp_path):
     settings = Settings(data_dir=tmp_path, auth_mode="header")
     dave = header_user(settings, None, ["dave"], ["staff,taimatsu-admins"])
-    assert dave is not None and dave.admin and dave.groups == ("staff", "taimatsu-admins")
-    assert header_user(settings, None, ["dave"], []).groups == ("everyone",)
+    assert dave is not None and dave.admin
+    assert dave.groups == ("staff", "taimatsu-admins", "user:dave")
+    assert header_user(settings, None, ["dave"], []).groups == ("everyone", "user:dave")
+    # only the identity names its user: a group that claims another user is dropped
+    eve = header_user(settings, None, ["eve"], ["staff,user:dave"])
+    assert eve is not None and eve.groups == ("staff", "user:eve")
     assert header_user(settings, "10.9.9.9", ["dave"], ["staff"]) is None  # not listed
     assert header_user(settings, None, [" "], ["staff"]) is None
     assert header_user(settings, None, [], ["staff"]) is None

@@ -10,7 +10,8 @@
   such as `realm_access.roles` reaches into an object).
 
 A user whose sign-in names no groups is in TAIMATSU_DEFAULT_GROUPS; everybody is also in
-`everyone` (added by retrieval). Administrators are the members of TAIMATSU_ADMIN_GROUPS.
+`everyone` (added by retrieval), and in `user:<id>` (ui/identity.py), which a file's ACL may
+name. Administrators are the members of TAIMATSU_ADMIN_GROUPS.
 """
 
 from __future__ import annotations
