@@ -24,7 +24,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from assistant import sparse
-from assistant.embedder import Embedder, TextEmbedder
+from assistant.embedder import Embedder, TextEmbedder, local_options
 from assistant.errors import AclError, IngestBusy, IngestError, ParseError
 from assistant.index import (
     ChunkPoint,
@@ -184,7 +184,7 @@ class Ingestor:
     ) -> None:
         self.settings = settings
         self.embedder = embedder or (
-            Embedder(settings.embed_model_dir, settings.embed_batch_size)
+            Embedder(**local_options(settings))
             if settings.embed_backend == "local"
             else ServedEmbedder(settings)
         )

@@ -23,8 +23,8 @@ log = logging.getLogger("taimatsu.ui")
 
 
 @st.cache_resource(show_spinner=False)
-def _embedder(model_dir: str | None, batch_size: int) -> Embedder:
-    return Embedder(Path(model_dir) if model_dir else None, batch_size)
+def _embedder(model_dir: str | None, batch_size: int, runtime: str, cache: str) -> Embedder:
+    return Embedder(Path(model_dir) if model_dir else None, batch_size, runtime, Path(cache))
 
 
 @st.cache_resource(show_spinner=False)
@@ -33,7 +33,9 @@ def _answerer(settings_json: str) -> Answerer:
     model_dir = str(settings.embed_model_dir) if settings.embed_model_dir else None
     if settings.embed_backend != "local":  # a served model: nothing to load, nothing to share
         return Answerer(settings, Searcher(settings))
-    searcher = Searcher(settings, _embedder(model_dir, settings.embed_batch_size))
+    cache = str(settings.embed_cache_dir or settings.data_dir / "models")
+    embedder = _embedder(model_dir, settings.embed_batch_size, settings.embed_runtime, cache)
+    searcher = Searcher(settings, embedder)
     return Answerer(settings, searcher)
 
 
