@@ -168,9 +168,19 @@ def _versions() -> dict[str, str]:
     return {p: version(p) for p in ("torch", "onnxruntime", "onnx", "sentence-transformers")}
 
 
+def _no_telemetry() -> None:
+    """ONNX Runtime's telemetry off (assistant.embedder also sets ORT_DISABLE_TELEMETRY
+    before anything imports it)."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+
+
 def _export(model_dir: Path, runtime: str, work: Path) -> int:
     """model.onnx in `work`: the fp32 graph (fused), quantized for onnx-int8; returns
     the model's max_seq_length."""
+    _no_telemetry()
     fp32 = work / (MODEL_FILE if runtime == "onnx" else "fp32.onnx")
     max_length = _export_fp32(model_dir, fp32)
     if runtime == "onnx-int8":
@@ -300,6 +310,7 @@ class OnnxModel:
     threads: int = 0  # ONNX Runtime's intra-op threads; 0 = one per core
 
     def __post_init__(self) -> None:
+        _no_telemetry()
         import onnxruntime as ort
 
         options = ort.SessionOptions()

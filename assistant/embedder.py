@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# ONNX Runtime (1.32) sends telemetry on Linux too (a 1DS client: DNS lookups from its
+# threads, a device id under ~/.cache/Microsoft); off before it is imported
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
