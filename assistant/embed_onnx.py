@@ -273,7 +273,7 @@ def _quantize(fp32: Path, out: Path) -> None:
     of the MatMul weights only (the feed-forward and output projections: three quarters
     of the multiply-adds). The fused attention's QKV projection and the embedding table
     stay fp32: quantizing them too was no faster on the 2-core machine and took the
-    worst cosine to the torch vectors from 0.987 to 0.977 (docs/decisions.md §31)."""
+    worst cosine to the torch vectors from 0.987 to 0.977 (docs/decisions.md §12)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     preset = quantization_preset()

@@ -8,7 +8,7 @@ It runs on one of three runtimes (`TAIMATSU_EMBED_RUNTIME`): torch (sentence-
 transformers as is), onnx (the same model exported to ONNX Runtime at first use and
 cached, `assistant.embed_onnx`) or onnx-int8 (that graph with int8 weights). torch and
 onnx give the same vectors (cosine 1.0000 on every probe, same retrieval scores;
-docs/decisions.md §31), so an index built by one takes the other's; int8 vectors differ
+docs/decisions.md §12), so an index built by one takes the other's; int8 vectors differ
 by up to a few hundredths, so the stamp keeps them apart (`ModelStamp.vectors`).
 """
 
@@ -39,7 +39,7 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
-DEFAULT_RUNTIME = "onnx-int8"  # the measured best, docs/decisions.md §31
+DEFAULT_RUNTIME = "onnx-int8"  # the measured best, docs/decisions.md §12
 # runtimes whose vectors are the same numbers (an index takes either): the precision
 VECTORS = {"torch": "fp32", "onnx": "fp32", "onnx-int8": "int8"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx")

@@ -15,9 +15,8 @@ from typing import Any
 
 import click
 import typer
-from typer.core import TyperGroup
-
 from pydantic import ValidationError
+from typer.core import TyperGroup
 
 from assistant.errors import IngestBusy, TaimatsuError
 from assistant.settings import settings_problem
