@@ -31,7 +31,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-from assistant.embedder import Embedder, ModelStamp, TextEmbedder, default_model_dir
+from assistant.embedder import (
+    Embedder,
+    ModelStamp,
+    TextEmbedder,
+    default_model_dir,
+    local_options,
+)
 from assistant.errors import EmbeddingUnavailable, ModelMismatch, SettingsError
 from assistant.settings import Settings
 
@@ -60,7 +66,7 @@ def is_multilingual(model: str) -> bool:
 def open_embedder(settings: Settings) -> TextEmbedder:
     """The configured embedder: the local model folder, or a served model."""
     if settings.embed_backend == "local":
-        return Embedder(settings.embed_model_dir, settings.embed_batch_size)
+        return Embedder(**local_options(settings))
     return ServedEmbedder(settings)
 
 

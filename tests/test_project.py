@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SAMPLES, json_lines, need_binary, run_cli
+from tests.conftest import CACHE_ENV, ROOT, SAMPLES, json_lines, need_binary, run_cli
 
 
 def _compose(*files: str) -> dict:
@@ -149,7 +149,7 @@ def test_ingest_draws_a_progress_bar_on_a_terminal_only(settings, tmp_path):
 
     corpus = tmp_path / "docs"
     shutil.copytree(SAMPLES, corpus)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
     env["TAIMATSU_DATA_DIR"] = str(settings.data_dir)
     exe = str(Path(sys.executable).with_name("taimatsu"))
     leader, follower = pty.openpty()

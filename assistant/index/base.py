@@ -22,7 +22,8 @@ The keyword leg's IDF is computed per question over the chunks the asker may rea
 an engine-side IDF (`modifier=Idf`) counts hidden chunks too, so an outsider's scores and
 order of passages would change with documents they cannot read.
 
-This module imports nothing of Taimatsu's but the error tree and the model stamp.
+This module imports nothing of Taimatsu's but the error tree and the model stamp (and its
+runtimes' precision, VECTORS).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
-from assistant.embedder import ModelStamp
+from assistant.embedder import VECTORS, ModelStamp
 from assistant.errors import DiskFull
 
 Legs = Literal["both", "dense", "keyword"]  # which retrieval legs a query runs
@@ -332,6 +333,14 @@ def stamp_problem(recorded: dict[str, Any] | None, stamp: ModelStamp) -> str | N
         )
     model = (recorded or {}).get("model", {})
     same = model.get("checksum") == stamp.checksum and model.get("dim") == stamp.dim
+    runtime = model.get("runtime", "torch")
+    if same and VECTORS.get(runtime, runtime) != stamp.vectors:
+        return (
+            f"the index was built with the embedding runtime {runtime} "
+            f"({VECTORS.get(runtime, runtime)} vectors), not {stamp.runtime} ({stamp.vectors} "
+            f"vectors); run `taimatsu reindex` to rebuild it, or set "
+            f"TAIMATSU_EMBED_RUNTIME={runtime}"
+        )
     if same and _probes_agree(model.get("probe"), stamp.probe):
         return None
     if same:

@@ -47,7 +47,7 @@ def names_exact_term(question: str) -> bool:
     return False
 
 
-MULTILINGUAL_JAPANESE: Legs = "both"  # docs/decisions.md, 12: measured with multilingual-e5
+MULTILINGUAL_JAPANESE: Legs = "both"  # docs/decisions.md, 11: measured with multilingual-e5
 
 
 def legs_for(question: str, retrieval: Retrieval, multilingual: bool = False) -> Legs:

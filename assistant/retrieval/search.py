@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from assistant import sparse
-from assistant.embedder import DEFAULT_MODEL_NAME, Embedder, TextEmbedder
+from assistant.embedder import DEFAULT_MODEL_NAME, Embedder, TextEmbedder, local_options
 from assistant.errors import QuestionTooLong
 from assistant.index import Field, Hit, SearchRequest, SparseTerms, open_index
 from assistant.retrieval.rerank import Reranker, ServedReranker
@@ -131,7 +131,7 @@ class Searcher:
     def __init__(self, settings: Settings, embedder: TextEmbedder | None = None) -> None:
         self.settings = settings
         self.embedder = embedder or (
-            Embedder(settings.embed_model_dir, settings.embed_batch_size)
+            Embedder(**local_options(settings))
             if settings.embed_backend == "local"
             else ServedEmbedder(settings)
         )

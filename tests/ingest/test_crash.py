@@ -43,7 +43,7 @@ from assistant.settings import Settings
 from ingest.chunker import Chunker
 from ingest.parsing import parse
 from ingest.pipeline import Ingestor, chunk_id, display_path, walk
-from tests.conftest import SAMPLES, closed_port_url, json_lines
+from tests.conftest import CACHE_ENV, SAMPLES, closed_port_url, json_lines
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/locks").is_file(), reason="kill points are found through /proc/locks"
@@ -193,7 +193,7 @@ def start_ingest(
     replacing: bool = False,
     **env_extra: str,
 ) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
     if kill_after_upserts:
         hook = data.parent / "kill-hook"
         hook.mkdir(exist_ok=True)

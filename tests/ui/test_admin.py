@@ -19,7 +19,7 @@ from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.acl import ACL_FILE_NAME, Acl
 from ingest.pipeline import Ingestor, ingest_lock
-from tests.conftest import SAMPLES, closed_port_url
+from tests.conftest import CACHE_ENV, SAMPLES, closed_port_url
 from tests.ollama_server import FakeOllama
 from tests.ui.conftest import APP
 from tests.ui.test_app import literal
@@ -310,7 +310,7 @@ def _serve(settings: Settings, ollama_host: str, log_path: Path) -> Iterator[str
     from tests.ui.test_browser import _free_port, _wait_healthy
 
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
     env.update(
         TAIMATSU_DATA_DIR=str(settings.data_dir),
         TAIMATSU_UPLOAD_DIR=str(settings.upload_dir),

@@ -20,7 +20,7 @@ from pypdf import PdfWriter
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ingest.pipeline import walk
-from tests.conftest import SAMPLES, closed_port_url, json_lines
+from tests.conftest import CACHE_ENV, SAMPLES, closed_port_url, json_lines
 
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # <linux/prctl.h>
 TWO_GB = 2 * 1024**3
@@ -129,7 +129,7 @@ def test_bad_files_are_reported_one_line_each_and_good_files_are_indexed(tmp_pat
     assert os.stat(docs / "bad" / "huge.txt").st_blocks == 0  # really sparse
     privileges = _bound_by_permissions(docs / "bad" / "unreadable.txt")
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
     env.update(
         TAIMATSU_DATA_DIR=str(data),
         TAIMATSU_OLLAMA_HOST=closed_port_url(),

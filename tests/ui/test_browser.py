@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from assistant.settings import Settings
-from tests.conftest import closed_port_url, need_binary
+from tests.conftest import CACHE_ENV, closed_port_url, need_binary
 from tests.ollama_server import FakeOllama
 
 STARTUP_SECONDS = 60  # `taimatsu ui` until /_stcore/health answers
@@ -73,7 +73,7 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
 def serve_page(settings: Settings, ollama_host: str, log_path: Path) -> Iterator[str]:
     """Run `taimatsu ui` against `settings.data_dir` and `ollama_host`; yield the page URL."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
     env.update(
         TAIMATSU_DATA_DIR=str(settings.data_dir),
         TAIMATSU_OLLAMA_HOST=ollama_host,

@@ -21,7 +21,7 @@ from oidc_provider_mock import app as provider_app
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from assistant.settings import Settings
-from tests.conftest import closed_port_url, need_binary, serve_wsgi
+from tests.conftest import CACHE_ENV, closed_port_url, need_binary, serve_wsgi
 from tests.ui.test_browser import (
     CHROMIUM_ARGS,
     PAGE_MS,
@@ -77,7 +77,7 @@ def provider() -> Iterator[str]:
 @contextmanager
 def serve(data_dir: Path, log_path: Path, port: int, **env: str) -> Iterator[str]:
     """`taimatsu ui --port PORT` with TAIMATSU_<NAME>=value for each keyword; the page URL."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
     clean.pop("FORWARDED_ALLOW_IPS", None)
     clean.update(
         TAIMATSU_DATA_DIR=str(data_dir),
@@ -327,7 +327,7 @@ def test_oidc_settings_missing_is_one_line(tmp_path, values, message):
 
 
 def test_taimatsu_ui_refuses_incomplete_oidc_settings(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
     env.update(TAIMATSU_DATA_DIR=str(tmp_path / "data"), TAIMATSU_AUTH_MODE="oidc")
     exe = Path(sys.executable).with_name("taimatsu")
     done = subprocess.run(

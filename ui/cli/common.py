@@ -15,9 +15,11 @@ from typing import Any
 
 import click
 import typer
+from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from assistant.errors import IngestBusy, TaimatsuError
+from assistant.settings import settings_problem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
 
@@ -53,7 +55,8 @@ def _disk_full(exc: OSError) -> typer.Exit:
 class Commands(TyperGroup):
     """A command group that catches, once for all its commands, what a person can act on:
     a TaimatsuError (IngestBusy: its sentence and exit code 4; any other: one
-    `taimatsu: error:` line, exit code 1), a missing file, a full disk. Anything else is a
+    `taimatsu: error:` line, exit code 1), a setting that does not validate, a missing
+    file, a full disk. Anything else is a
     bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -64,5 +67,7 @@ class Commands(TyperGroup):
             raise typer.Exit(EXIT_BUSY) from None
         except (TaimatsuError, FileNotFoundError) as exc:
             raise fail(str(exc)) from None
+        except ValidationError as exc:  # a TAIMATSU_* setting of the wrong kind
+            raise fail(settings_problem(exc)) from None
         except OSError as exc:
             raise _disk_full(exc) from None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.embedder import Embedder, TextEmbedder
+from assistant.embedder import Embedder, TextEmbedder, local_options
 from assistant.errors import IngestBusy, TaimatsuError
 from assistant.served_embedder import open_embedder
 from assistant.settings import Settings
@@ -167,10 +167,11 @@ def wait(job: Job, timeout: float) -> bool:
 def _embedder(settings: Settings) -> TextEmbedder:
     if settings.embed_backend != "local":  # a served model: nothing to load, nothing to share
         return open_embedder(settings)
-    key = (str(settings.embed_model_dir or ""), settings.embed_batch_size)
+    embedder = Embedder(**local_options(settings))
+    key = (str(embedder.model_dir), embedder.batch_size, embedder.runtime, str(embedder.cache_dir))
     with _guard:
         if key not in _embedders:
-            _embedders[key] = Embedder(settings.embed_model_dir, settings.embed_batch_size)
+            _embedders[key] = embedder
         return _embedders[key]
 
 

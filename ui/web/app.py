@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from assistant.answering import Answerer, History
-from assistant.embedder import Embedder
+from assistant.embedder import Embedder, local_options
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ui.web import admin, audit_page, chat, tokens_page
@@ -23,17 +23,18 @@ log = logging.getLogger("taimatsu.ui")
 
 
 @st.cache_resource(show_spinner=False)
-def _embedder(model_dir: str | None, batch_size: int) -> Embedder:
-    return Embedder(Path(model_dir) if model_dir else None, batch_size)
+def _embedder(options: tuple) -> Embedder:
+    """One model per process for each set of local-model options (`local_options`)."""
+    return Embedder(**dict(options))
 
 
 @st.cache_resource(show_spinner=False)
 def _answerer(settings_json: str) -> Answerer:
     settings = Settings.model_validate_json(settings_json)
-    model_dir = str(settings.embed_model_dir) if settings.embed_model_dir else None
     if settings.embed_backend != "local":  # a served model: nothing to load, nothing to share
         return Answerer(settings, Searcher(settings))
-    searcher = Searcher(settings, _embedder(model_dir, settings.embed_batch_size))
+    embedder = _embedder(tuple(sorted(local_options(settings).items())))
+    searcher = Searcher(settings, embedder)
     return Answerer(settings, searcher)
 
 
