@@ -73,7 +73,11 @@ class ModelStamp:
     @property
     def vectors(self) -> str:
         """Which vectors the runtime gives: fp32 (torch, onnx) or int8 (onnx-int8)."""
-        return VECTORS.get(self.runtime, self.runtime)
+        return self.vectors_of(self.runtime)
+
+    @staticmethod
+    def vectors_of(runtime: str) -> str:
+        return VECTORS.get(runtime, runtime)
 
     def as_dict(self) -> dict[str, object]:
         record: dict[str, object] = {"name": self.name, "checksum": self.checksum, "dim": self.dim}

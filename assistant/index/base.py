@@ -22,8 +22,7 @@ The keyword leg's IDF is computed per question over the chunks the asker may rea
 an engine-side IDF (`modifier=Idf`) counts hidden chunks too, so an outsider's scores and
 order of passages would change with documents they cannot read.
 
-This module imports nothing of Taimatsu's but the error tree and the model stamp (and its
-runtimes' precision, VECTORS).
+This module imports nothing of Taimatsu's but the error tree and the model stamp.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
-from assistant.embedder import VECTORS, ModelStamp
+from assistant.embedder import ModelStamp
 from assistant.errors import DiskFull
 
 Legs = Literal["both", "dense", "keyword"]  # which retrieval legs a query runs
@@ -334,10 +333,10 @@ def stamp_problem(recorded: dict[str, Any] | None, stamp: ModelStamp) -> str | N
     model = (recorded or {}).get("model", {})
     same = model.get("checksum") == stamp.checksum and model.get("dim") == stamp.dim
     runtime = model.get("runtime", "torch")
-    if same and VECTORS.get(runtime, runtime) != stamp.vectors:
+    if same and ModelStamp.vectors_of(runtime) != stamp.vectors:
         return (
             f"the index was built with the embedding runtime {runtime} "
-            f"({VECTORS.get(runtime, runtime)} vectors), not {stamp.runtime} ({stamp.vectors} "
+            f"({ModelStamp.vectors_of(runtime)} vectors), not {stamp.runtime} ({stamp.vectors} "
             f"vectors); run `taimatsu reindex` to rebuild it, or set "
             f"TAIMATSU_EMBED_RUNTIME={runtime}"
         )

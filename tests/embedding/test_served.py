@@ -27,6 +27,7 @@ from assistant.errors import EmbeddingUnavailable, ModelMismatch, SettingsError
 from assistant.index import open_index
 from assistant.index.base import stamp_problem
 from assistant.retrieval import Searcher
+from assistant.retrieval.search import PACKAGED_PRIOR
 from assistant.served_embedder import PROBE_TEXT, ServedEmbedder
 from assistant.settings import Settings
 from ingest.pipeline import Ingestor, walk
@@ -185,10 +186,12 @@ def ollama_settings(data_dir: Path, url: str, **extra) -> Settings:
 def test_ollama_served_minilm_finds_what_the_local_model_finds(
     minilm_server, sample_settings, embedder, tmp_path
 ):
-    served = ollama_settings(tmp_path / "data", minilm_server.url)
+    # the length prior is the packaged model's only when it runs locally: set it for both
+    served = ollama_settings(tmp_path / "data", minilm_server.url, length_prior=PACKAGED_PRIOR)
     summary = Ingestor(served).run(SAMPLES)
     assert summary.added == len(list(walk(SAMPLES))) and not summary.failed
     local, remote = Searcher(sample_settings, embedder), Searcher(served)
+    assert local.prior() == remote.prior() == PACKAGED_PRIOR
     assert open_index(served).read_stamp()["model"]["backend"] == "ollama"
     for question in QUESTIONS:
         for mode in ("by-language", "dense", "hybrid"):

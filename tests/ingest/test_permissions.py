@@ -21,16 +21,11 @@ from ingest.permissions import Permissions, intersect
 from ingest.pipeline import Ingestor
 from ingest.posix_access import parse_acl, principal_name, read_entries
 from ingest.runs import recent_runs
-from tests.conftest import CachedEmbedder, json_lines, need_binary
+from tests.conftest import json_lines, need_binary
 from ui.cli.main import app as cli_app
 
 REVIEW = "Annual performance review of Kenji Sato: rating EXCEEDS, raise 4 percent."
 RULES = '[[rule]]\npattern = "hr/**"\ngroups = ["hr"]\n'
-
-
-@pytest.fixture(scope="module")
-def cached(embedder) -> CachedEmbedder:
-    return CachedEmbedder(embedder)
 
 
 @pytest.fixture

@@ -20,13 +20,8 @@ from assistant.errors import IngestError, IngestRefused
 from assistant.index import open_index
 from ingest.listing import MASS_DELETE_MIN, Listing
 from ingest.pipeline import Ingestor
-from tests.conftest import ROOT, CachedEmbedder, need_binary
+from tests.conftest import ROOT, need_binary
 from ui.cli.main import app as cli_app
-
-
-@pytest.fixture(scope="module")
-def cached(embedder) -> CachedEmbedder:
-    return CachedEmbedder(embedder)
 
 
 @pytest.fixture
