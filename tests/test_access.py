@@ -680,8 +680,8 @@ def test_the_page_shows_an_outsider_the_same_in_both_worlds(worlds, models, monk
 def test_feedback_and_conversations_stay_with_their_user(worlds, models, tmp_path):
     """A `secret` member's conversation and feedback (which quote a secret document) are
     never returned to another user; an outsider's feedback holds only sources they may
-    read, the same in both worlds; and no page reads the feedback store back (operators
-    read it with History.feedback)."""
+    read, the same in both worlds; and no page reads the feedback store back but the
+    audit page, which administrators alone reach (tests/ui/test_audit.py)."""
     echo = models["echo"]
     alice, bob = [SECRET, "hr"], ["finance", "it"]  # bob reads p01.md on TOPICS[1]
     stores = {name: History(tmp_path / name) for name in worlds}
@@ -712,6 +712,8 @@ def test_feedback_and_conversations_stay_with_their_user(worlds, models, tmp_pat
     assert {c["source"] for c in kept["hidden"][0]["sources"]} <= readable_by(set(bob))
 
     for module in Path(APP).parent.glob("*.py"):
+        if module.name == "audit_page.py":
+            continue
         for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 receiver = node.func.value

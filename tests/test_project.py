@@ -65,12 +65,17 @@ def test_cluster_layout_splits_ingestion_and_spreads_ollama():
     assert shards == ["1/3", "2/3", "3/3"]
     ui = services["ui"]["environment"]
     assert ui["TAIMATSU_OLLAMA_HOST"].count("http://") == 2
+    api = services["api"]["environment"]  # the API answers from the same cluster
+    assert (api["TAIMATSU_OLLAMA_HOST"], api["TAIMATSU_QDRANT_URL"]) == (
+        ui["TAIMATSU_OLLAMA_HOST"],
+        ui["TAIMATSU_QDRANT_URL"],
+    )
     assert int(ui["TAIMATSU_QDRANT_SHARDS"]) > 1 and int(ui["TAIMATSU_QDRANT_REPLICAS"]) > 1
     assert all(
         services[n]["environment"]["QDRANT__CLUSTER__ENABLED"] == "true"
         for n in ("qdrant", "qdrant-2", "qdrant-3")
     )
-    assert [n for n, svc in services.items() if svc.get("ports")] == ["ui"]
+    assert {n for n, svc in services.items() if svc.get("ports")} == {"ui", "api"}
 
 
 def test_vllm_variant_answers_through_the_openai_backend_on_a_gpu():
@@ -92,7 +97,7 @@ def test_vllm_variant_answers_through_the_openai_backend_on_a_gpu():
             "http://vllm:8000/v1",
         )
         assert served == f"--served-model-name={env['TAIMATSU_LLM_MODEL']}"
-    assert [n for n, svc in services.items() if svc.get("ports")] == ["ui"]
+    assert {n for n, svc in services.items() if svc.get("ports")} == {"ui", "api"}
     _compose("compose.yaml", "compose.cluster.yaml", "compose.vllm.yaml")
 
 

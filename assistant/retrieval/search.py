@@ -182,12 +182,12 @@ class Searcher:
             query, retrieval or self.settings.retrieval, self.embedder.stamp.multilingual
         )
         # the length prior orders dense similarities (a fused score is a rank, not one)
-        prior = self.prior() if legs == "dense" and not self.reranker else 0.0
+        prior = self.prior() if legs == "dense" else 0.0
         fetch = limit * DEPTH_PER_PASSAGE if per_document else limit
-        if self.reranker:  # it reads the best fused candidates, then orders them
-            fetch = max(limit, self.settings.rerank_candidates)
-        else:
-            fetch = max(fetch + TIES, PRIOR_DEPTH if prior else 0)
+        fetch = max(fetch + TIES, PRIOR_DEPTH if prior else 0)
+        candidates = self.settings.rerank_candidates
+        if self.reranker:  # it reads the best candidates, then orders them
+            fetch = max(fetch, candidates)
         request = SearchRequest(
             self.embedder.embed_query(query),
             SparseTerms.of(sparse.embed_query(query)),
@@ -197,8 +197,9 @@ class Searcher:
         )
         hits = self.index.search(request)
         hits = sorted(current_versions(hits), key=lambda h: (-h.score, h.id))
-        hits = self.reranker.rerank(query, hits, len(hits)) if self.reranker else hits
         hits = length_prior(hits, prior)
+        if self.reranker:  # a reranker that fails leaves this order as it is
+            hits = self.reranker.rerank(query, hits[:candidates], candidates) + hits[candidates:]
         hits = spread(hits, limit, per_document)
         return [Passage.from_hit(rank, hit) for rank, hit in enumerate(hits, start=1)]
 
