@@ -141,8 +141,11 @@ class AuditLog:
         current = self.folder / CURRENT
         return closed + ([current] if current.exists() else [])
 
-    def _lines(self) -> Iterator[dict[str, Any]]:
+    def _lines(self, since: date | None = None) -> Iterator[dict[str, Any]]:
         for path in self.files():
+            closed = path.name[len("audit-") : len("audit-") + 8]
+            if since and closed.isdigit() and closed < since.strftime("%Y%m%d"):
+                continue  # closed off before `since`: every line in it is older
             try:
                 with path.open(encoding="utf-8") as f:
                     for line in f:
@@ -166,7 +169,7 @@ class AuditLog:
         """Entries, newest first, filtered by user (exact), day range (UTC, inclusive)
         and a document (a part of a source path shown or cited)."""
         found = []
-        for entry in self._lines():
+        for entry in self._lines(since):
             day = str(entry.get("time", ""))[:10]
             if user and entry.get("user") != user:
                 continue

@@ -122,6 +122,7 @@ def test_the_log_rotates_keeps_every_line_and_forgets_past_retention(tmp_path):
 
     assert log.entries(since=date.fromisoformat(tomorrow)) == []
     assert len(log.entries(until=date(today.tm_year, today.tm_mon, today.tm_mday))) == 40
+    assert len(log.entries(since=date(today.tm_year, today.tm_mon, today.tm_mday))) == 40
 
     oldest = files[0]
     past = time.time() - 31 * 86400
