@@ -214,21 +214,13 @@ class Service:
         return {**hit.as_hit_json(), "download": self.download(user, hit)}
 
     def citations(self, user: User, answer: Answer) -> list[dict[str, Any]]:
-        return [
-            {
-                "n": n,
-                "source": p.source,
-                "page": p.page,
-                "section": p.section,
-                "text": p.text,
-                "download": self.download(user, p),
-            }
-            for n, p in answer.citations
-        ]
+        """The answer's citations as `Answer.as_json` gives them, each with its download."""
+        return self.answer_json(user, answer)["citations"]
 
     def answer_json(self, user: User, answer: Answer) -> dict[str, Any]:
         body = answer.as_json()
-        body["citations"] = self.citations(user, answer)
+        for citation, (_, passage) in zip(body["citations"], answer.citations, strict=True):
+            citation["download"] = self.download(user, passage)
         return body
 
     def original(self, user: User, doc_id: str) -> Path:
