@@ -23,9 +23,7 @@ def record_run(data_dir: Path, summary: dict[str, Any]) -> None:
     line = json.dumps({"finished": time.time(), **summary}, ensure_ascii=False)
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     lines = [*lines[-(MAX_RUNS - 1) :], line]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    _write_atomic(path, "\n".join(lines) + "\n")
 
 
 def recent_runs(data_dir: Path, limit: int = 20) -> list[dict[str, Any]]:
@@ -48,45 +46,37 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _sources(data_dir: Path) -> dict[str, Any]:
+    """{root: state} from `sources.json`; {} when it is missing or unreadable (the memory
+    is lost: the index's own groups still guard, see refuse_lost_rules)."""
+    try:
+        states = json.loads((data_dir / "sources.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return states if isinstance(states, dict) else {}
+
+
 def source_state(data_dir: Path, root: str) -> dict[str, Any]:
     """What the last finished run over `root` had in force ({} if none)."""
-    path = data_dir / "sources.json"
-    try:
-        states = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
-        # the memory is lost: the index's own groups still guard (refuse_lost_rules)
-        return {}
-    state = states.get(root) if isinstance(states, dict) else None
+    state = _sources(data_dir).get(root)
     return state if isinstance(state, dict) else {}
 
 
 def remember_source(data_dir: Path, root: str, state: dict[str, Any]) -> None:
-    path = data_dir / "sources.json"
-    try:
-        states = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        states = {}
-    if not isinstance(states, dict):
-        states = {}
+    states = _sources(data_dir)
     if states.get(root) == state:
         return
     states[root] = state
-    _write_atomic(path, json.dumps(states, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+    text = json.dumps(states, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+    _write_atomic(data_dir / "sources.json", text)
 
 
 def ingest_status(data_dir: Path, permissions: str) -> dict[str, Any]:
     """For `taimatsu status`: the permission source set, what each folder's last run had
     in force, and the last run (with its refusal, if it was refused)."""
-    path = data_dir / "sources.json"
-    try:
-        sources = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        sources = {}
     last = recent_runs(data_dir, 1)
     return {
         "permissions": permissions,
-        "sources": sources if isinstance(sources, dict) else {},
+        "sources": _sources(data_dir),
         "last_run": last[0] if last else None,
     }
