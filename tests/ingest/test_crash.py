@@ -18,7 +18,6 @@ between runs.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import random
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from qdrant_edge import EdgeShard, ScrollRequest
+from qdrant_edge import ScrollRequest
 
 from assistant.embedder import Embedder
 from assistant.index.edge import EdgeIndex
@@ -52,6 +51,7 @@ pytestmark = pytest.mark.skipif(
 CHUNK_SIZE = 32  # tokens: one chunk per paragraph, many points per second of embedding
 LOCK_TIMEOUT = 10.0  # seconds a search or a write waits for the store
 NOTES = 40  # of 8 chunks each; with the samples, about 500 chunks
+WRITE_BATCH = 16  # points a run writes at a time (its embedding queue too)
 WORDS = (
     "badge laptop printer invoice vendor budget payroll holiday canteen parking shuttle "
     "locker archive ledger audit travel visa meeting roster shift training safety helmet "
@@ -128,16 +128,21 @@ def settings_for(data: Path) -> Settings:
 
 # Loaded into a run (as sitecustomize) to SIGKILL it at an exact point no outside
 # observer can catch: right after the store applied its n-th upsert of a document's
-# points, before the removal of that document's other versions. With
-# TAIMATSU_TEST_KILL_REPLACING=1 only upserts of a document the index already holds in
-# another version count: the kill then always leaves a half-replaced document.
+# points, before the removal of that document's other versions, and before the write
+# is flushed. With TAIMATSU_TEST_KILL_REPLACING=1 only upserts of a document the index
+# already holds in another version count: the kill then always leaves a half-replaced
+# document. Or, with TAIMATSU_TEST_KILL_AFTER_WRITES=n, right after its n-th write to the
+# store ended (flushed, the shard closed): between two writes, the next batch to embed.
+# Counted by the run itself, these moments come whatever the machine's speed; watched
+# from outside, a fast run could end before the watcher saw its moment.
 KILL_HOOK = """
 import os, signal
 import assistant.index.edge as edge
 from assistant.index.base import Upsert, document_filter
 from qdrant_edge import CountRequest
 
-_after = int(os.environ["TAIMATSU_TEST_KILL_AFTER_UPSERTS"])
+_after = int(os.environ.get("TAIMATSU_TEST_KILL_AFTER_UPSERTS", "0"))
+_after_writes = int(os.environ.get("TAIMATSU_TEST_KILL_AFTER_WRITES", "0"))
 _replacing = os.environ.get("TAIMATSU_TEST_KILL_REPLACING") == "1"
 _upserts = []  # of the operations converted for the write in progress, in order
 _convert = edge._operation
@@ -181,8 +186,21 @@ class EdgeShard:
         return _Shard(_real.load(path))
 
 
+_write = edge.EdgeIndex.write
+
+
+def _counted_write(self, operations):
+    _write(self, operations)
+    global _after_writes
+    if operations and _after_writes:
+        _after_writes -= 1
+        if _after_writes == 0:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
 edge._operation = _operation
 edge.EdgeShard = EdgeShard
+edge.EdgeIndex.write = _counted_write
 """
 
 
@@ -191,23 +209,25 @@ def start_ingest(
     data: Path,
     kill_after_upserts: int = 0,
     replacing: bool = False,
+    kill_after_writes: int = 0,
     **env_extra: str,
 ) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
-    if kill_after_upserts:
+    if kill_after_upserts or kill_after_writes:
         hook = data.parent / "kill-hook"
         hook.mkdir(exist_ok=True)
         (hook / "sitecustomize.py").write_text(KILL_HOOK, encoding="utf-8")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
         env["TAIMATSU_TEST_KILL_AFTER_UPSERTS"] = str(kill_after_upserts)
         env["TAIMATSU_TEST_KILL_REPLACING"] = "1" if replacing else "0"
+        env["TAIMATSU_TEST_KILL_AFTER_WRITES"] = str(kill_after_writes)
     env.update(
         TAIMATSU_DATA_DIR=str(data),
         TAIMATSU_CHUNK_SIZE=str(CHUNK_SIZE),
         # small batches: many writes, so that "inside a write" and "between writes"
         # exist at every point of a run, however fast the machine
-        TAIMATSU_EMBED_QUEUE="16",
-        TAIMATSU_WRITE_BATCH="16",
+        TAIMATSU_EMBED_QUEUE=str(WRITE_BATCH),
+        TAIMATSU_WRITE_BATCH=str(WRITE_BATCH),
         TAIMATSU_LOCK_TIMEOUT=str(LOCK_TIMEOUT),
         TAIMATSU_OLLAMA_HOST=closed_port_url(),
         **env_extra,
@@ -273,74 +293,16 @@ def wait_for(proc: subprocess.Popen[str], what: str, test: Callable[[], bool], p
         time.sleep(pause)
 
 
+def killed_by_hook(proc: subprocess.Popen[str], when: str) -> None:
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == -signal.SIGKILL, f"not killed by the hook {when}: {err}"
+
+
 def kill(proc: subprocess.Popen[str]) -> None:
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-
-
-def peek(data: Path) -> list[dict] | None:
-    """Every point's payload, read straight from the shard and closed at once; None when
-    that cannot be done now. (Not through EdgeIndex, whose reader keeps its handle open
-    for a while: the test must not be the reason a run waits.) Like the product's own
-    readers, it keeps to the writers' protocol: it opens only while it holds the intent
-    lock shared, so that it never tries to open the shard while a writer has it — such
-    failed opens can make Qdrant Edge lose the writer's updates."""
-    intent = data / "write.intent"
-    if not intent.parent.is_dir():
-        return None
-    fd = os.open(intent, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:  # a writer is writing or waiting to
-            return None
-        try:
-            shard = EdgeShard.load(str(data / "index" / "shard"))
-        except Exception:  # held by a reader, or not created yet  # noqa: BLE001
-            return None
-        try:
-            payloads, offset = [], None
-            while True:
-                records, offset = shard.scroll(
-                    ScrollRequest(offset=offset, limit=1024, with_payload=["source", "doc_hash"])
-                )
-                payloads += [dict(r.payload or {}) for r in records]
-                if offset is None:
-                    return payloads
-        finally:
-            shard.close()
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def visible_share(data: Path, targets: set[tuple[str, str]]) -> float:
-    """Share of `targets` (source, doc_hash) the index holds."""
-    payloads = peek(data)
-    if payloads is None:
-        return 0.0
-    return len(targets & {(p["source"], p["doc_hash"]) for p in payloads}) / len(targets)
-
-
-def kill_at(
-    proc: subprocess.Popen[str],
-    data: Path,
-    targets: set[tuple[str, str]],
-    share: float,
-    in_write: bool,
-) -> None:
-    """Kill once `share` of `targets` is in the index: at once (the run is embedding its
-    next batch), or, with `in_write`, as soon as the run next holds the store open."""
-    wait_for(
-        proc,
-        f"{share:.0%} of its documents were written",
-        lambda: visible_share(data, targets) >= share,
-        0.2,
-    )
-    if in_write:  # only /proc/locks from here on: nothing that could delay the writer
-        wait_for(proc, "its next write", lambda: writing(proc.pid, data), 0.001)
-    kill(proc)
 
 
 # -- what "answering correctly" means ------------------------------------------------------------
@@ -466,21 +428,22 @@ def test_runs_killed_at_any_moment_leave_a_correct_index_and_the_next_run_finish
     # the index holds both, and a search must show one
     proc = start_ingest(docs, data, kill_after_upserts=1)
     processes.append(proc)
-    _, err = proc.communicate(timeout=240)
-    assert proc.returncode == -signal.SIGKILL, f"not killed by the hook after an upsert: {err}"
+    killed_by_hook(proc, "after an upsert")
     observed["v2 between a new version and the old one's removal"] = state = check_answers(
         settings, embedder, root, known
     )
     assert state["two_versions"] >= 1, "the kill did not leave a half-replaced document"
 
-    proc = start_ingest(docs, data)
+    # inside a write, some way into the new versions; then between two writes
+    proc = start_ingest(docs, data, kill_after_upserts=max(2, len(targets) // 6))
     processes.append(proc)
-    kill_at(proc, data, targets, 0.15, in_write=True)
+    killed_by_hook(proc, "after its upserts")
     observed["v2 in a write"] = check_answers(settings, embedder, root, known)
 
-    proc = start_ingest(docs, data)
+    # about half of the new chunks in when this run ends: the next one finishes the job
+    proc = start_ingest(docs, data, kill_after_writes=max(2, to_embed // (2 * WRITE_BATCH)))
     processes.append(proc)
-    kill_at(proc, data, targets, 0.55, in_write=False)
+    killed_by_hook(proc, "after its writes")
     observed["v2 between writes"] = check_answers(settings, embedder, root, known)
 
     # 4. the next run finishes the job
