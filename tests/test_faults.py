@@ -297,13 +297,14 @@ def test_disk_filling_up_during_ingestion(small_disk, embedder, tmp_path):
 # stand-in below raises this text, with the path it named.
 ENGINE_DISK_FULL = (
     "Service runtime error: Failed to flush payload_index: Service runtime error: failed "
-    "to write to file `{folder}/index/shard/segments/f6218435-d15d-46bc-8b34-325a7ad33359/"
+    "to write to file `{folder}/generations/1796632428105104527/shard/segments/"
+    "f6218435-d15d-46bc-8b34-325a7ad33359/"
     "payload_index/877mf55q880bgee56kolanof-source-map/tracker_journal.dat`: No space left "
     "on device (os error 28)"
 )
 ENGINE_DISK_FULL_RE = re.compile(
     r"Service runtime error: Failed to flush payload_index: Service runtime error: failed "
-    r"to write to file `(?P<folder>/\S+)/index/shard/segments/[0-9a-f-]+/payload_index/"
+    r"to write to file `(?P<folder>/\S+)/generations/\d+/shard/segments/[0-9a-f-]+/payload_index/"
     r"\S+/tracker_journal\.dat`: No space left on device \(os error 28\)"
 )
 

@@ -10,6 +10,7 @@ waits and retries until `lock_timeout` (see ../shared/DESIGN.md, decision 3).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -78,7 +79,7 @@ from assistant.index.base import (
     stamp_record,
     with_terms,
 )
-from assistant.index.edge_lock import SharedShard
+from assistant.index.edge_lock import SharedShard, try_flock
 
 _shared: dict[str, SharedShard] = {}
 _shared_guard = threading.Lock()
@@ -229,7 +230,12 @@ class EdgeIndex(Index):
             vectors={DENSE: EdgeVectorParams(size=stamp.dim, distance=Distance.Cosine)},
             sparse_vectors={SPARSE: EdgeSparseVectorParams()},  # IDF: see keyword_weights
         )
+        lock = None
         try:
+            generation.mkdir(parents=True)
+            # held while it is built: no other process takes it for an unused leftover
+            lock = os.open(generation / "handle.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(lock, fcntl.LOCK_EX)
             shard = EdgeShard.create(str(generation / "shard"), config)
             try:
                 for name in KEYWORD_FIELDS:
@@ -248,6 +254,9 @@ class EdgeIndex(Index):
         except BaseException:  # a disk that filled up, say: leave no half-built generation
             shutil.rmtree(generation, ignore_errors=True)
             raise
+        finally:
+            if lock is not None:
+                os.close(lock)
         return generation
 
     def _switch_to(self, generation: Path) -> None:
@@ -263,12 +272,15 @@ class EdgeIndex(Index):
         for old in (self.data_dir / "generations").iterdir():
             if old.resolve() == keep.resolve():
                 continue
-            try:  # only a generation no process holds open
-                EdgeShard.load(str(old / "shard")).close()
-            except Exception:  # held, or a half-built leftover  # noqa: BLE001
-                if (old / "shard").exists() and (old / "stamp.json").exists():
+            # only a generation no process holds open (whoever opens a shard holds its
+            # handle lock: trying the engine's open here could damage the holder's shard)
+            fd = os.open(old / "handle.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not try_flock(fd, fcntl.LOCK_EX):
                     continue
-            shutil.rmtree(old, ignore_errors=True)
+                shutil.rmtree(old, ignore_errors=True)
+            finally:
+                os.close(fd)
 
     def staging(self) -> EdgeIndex:
         folder = self.data_dir / "reindex"
@@ -310,11 +322,14 @@ class EdgeIndex(Index):
             f"(waited {self.lock_timeout:.0f} s); try again when it finishes"
         )
 
-    def _open_with_retry(self, deadline: float) -> EdgeShard:
+    def _open_with_retry(self, deadline: float, path: Path) -> EdgeShard:
+        """Open `path` (the shard of the current generation). Under the handle lock
+        (assistant/index/edge_lock.py) nobody else has it open; a lock error means a
+        process outside that protocol has it, and is waited for."""
         delay = 0.02
         while True:
             try:
-                return EdgeShard.load(str(self.path))
+                return EdgeShard.load(str(path))
             except Exception as exc:  # the binding raises a bare Exception
                 if is_disk_full(exc):  # it replays its WAL on opening
                     raise disk_full(self.data_dir) from exc

@@ -14,8 +14,17 @@ only while nobody wants to write:
   reader closes its handle and queues for the intent itself, then reopens.
 - A reaper thread closes a reader's handle once it has been idle for `hold` seconds, and
   at once when another process signals its intent, so nobody waits for a quiet page.
+- Whoever has the shard open also holds the handle lock (`handle.lock` in the shard's
+  generation folder, an exclusive flock) until the handle is closed, and nobody calls the
+  engine's open before holding it. So an open never fails because another process still
+  has the shard: qdrant-edge-py 0.9 opens a shard's segments before it finds the WAL
+  locked, and that failed open rewrites the sparse vectors' tracker journal under the
+  holder (measured: the holder's next flush fails with "Tracker journal ... is shorter
+  than expected"; in a crash test the shard no longer opened at all). Waiting on the
+  intent alone did not prevent it: a writer holding the intent still tried to open while
+  another process's reader had yet to close its handle.
 
-A killed writer's flock is released by the kernel: there is no stale intent to clean.
+A killed process's flocks are released by the kernel: there is no stale lock to clean.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ class SharedShard:
         self.last_used = 0.0
         self._opened: tuple[str, int] | None = None  # the folder (path, inode) it reads
         self._probe_fd: int | None = None
+        self._handle_fd: int | None = None  # the handle lock, held while a handle is open
 
     # -- the intent lock -----------------------------------------------------------
 
@@ -69,8 +79,36 @@ class SharedShard:
 
     def _close(self) -> None:
         if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+            try:
+                self.handle.close()
+            finally:
+                self.handle = None
+                self._unlock_handle()
+
+    @contextmanager
+    def _opening(
+        self, deadline: float, opener: Callable[[float, Path], EdgeShard]
+    ) -> Iterator[EdgeShard]:
+        """Open the shard's current generation once nobody else has it open: its handle
+        lock first (waited for until `deadline`), then the engine's open. Yields the
+        handle; the lock stays held when the caller keeps the handle (see _close)."""
+        shard = self.shard_path.resolve()
+        fd = os.open(shard.parent / "handle.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _wait(lambda: try_flock(fd, fcntl.LOCK_EX), deadline)
+            self._handle_fd, fd = fd, -1
+            handle = opener(deadline, shard)
+        except BaseException:
+            if fd != -1:
+                os.close(fd)
+            self._unlock_handle()
+            raise
+        yield handle
+
+    def _unlock_handle(self) -> None:
+        if self._handle_fd is not None:
+            os.close(self._handle_fd)  # releases the flock
+            self._handle_fd = None
 
     # -- readers and writers ---------------------------------------------------------
 
@@ -81,13 +119,15 @@ class SharedShard:
         self.intent_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.intent_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _wait(lambda: _try_flock(fd, fcntl.LOCK_EX), deadline)
+            _wait(lambda: try_flock(fd, fcntl.LOCK_EX), deadline)
             yield
         finally:
             os.close(fd)  # releases the flock
 
     @contextmanager
-    def read(self, deadline: float, opener: Callable[[float], EdgeShard]) -> Iterator[EdgeShard]:
+    def read(
+        self, deadline: float, opener: Callable[[float, Path], EdgeShard]
+    ) -> Iterator[EdgeShard]:
         """Reuse this process's handle unless somebody waits for the shard; otherwise open
         it under the intent lock (never try to open while a writer holds the shard: a
         failed open attempt by another process then loses some of the writer's updates,
@@ -100,9 +140,9 @@ class SharedShard:
             ):
                 self._close()  # let the waiting process in; reopen after it
             if self.handle is None:
-                with self._intent(deadline):
+                with self._intent(deadline), self._opening(deadline, opener) as handle:
                     self._opened = self._identity()
-                    self.handle = opener(deadline)
+                    self.handle = handle
             yield self.handle
             self.last_used = time.monotonic()
         finally:
@@ -110,18 +150,23 @@ class SharedShard:
         _start_reaper(self)
 
     @contextmanager
-    def write(self, deadline: float, opener: Callable[[float], EdgeShard]) -> Iterator[EdgeShard]:
+    def write(
+        self, deadline: float, opener: Callable[[float, Path], EdgeShard]
+    ) -> Iterator[EdgeShard]:
         """The shard alone, from open to close, under the intent lock."""
         with self._intent(deadline):
             if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise TimeoutError
             try:
                 self._close()
-                shard = opener(deadline)
-                try:
-                    yield shard
-                finally:
-                    shard.close()
+                with self._opening(deadline, opener) as shard:
+                    try:
+                        yield shard
+                    finally:
+                        try:
+                            shard.close()
+                        finally:
+                            self._unlock_handle()
             finally:
                 self.lock.release()
 
@@ -149,7 +194,7 @@ class SharedShard:
             self.lock.release()
 
 
-def _try_flock(fd: int, mode: int) -> bool:
+def try_flock(fd: int, mode: int) -> bool:
     try:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
