@@ -164,6 +164,14 @@ UPLOAD_MESSAGES = {  # English, for logs and tests; the page shows ui.web.i18n's
     "folder": "the upload folder {folder} cannot be used ({reason})",
     "acl_unreadable": "the upload folder's ACL file cannot be used ({reason})",
     "busy": "another upload is being saved; try again in a moment",
+    "personal_off": "personal uploads are off (TAIMATSU_PERSONAL_MAX_FILES is 0)",
+    "quota_files": "you would keep {count} files, over your limit of {limit}; remove some of "
+    "your documents first, nothing was saved",
+    "quota_mb": "your documents would take {size} MB, over your limit of {limit} MB; remove "
+    "some of your documents first, nothing was saved",
+    "personal_not_indexed": "your files could not be indexed ({reason}); nothing was kept, "
+    "try again in a minute",
+    "nothing_accepted": "no file was accepted ({first})",
 }
 
 

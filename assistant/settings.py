@@ -275,6 +275,15 @@ class Settings(BaseSettings):
     )
     upload_max_mb: float = Field(20.0, gt=0, description="Largest file an upload may be.")
     upload_max_files: int = Field(20, ge=1, description="Most files in one upload.")
+    personal_max_files: int = Field(
+        10,
+        ge=0,
+        description="My documents: most files each signed-in user may keep, readable by them "
+        "alone (in `.personal/` in the data folder); 0 = personal uploads off.",
+    )
+    personal_max_mb: float = Field(
+        20.0, gt=0, description="My documents: most megabytes each user's files may take in all."
+    )
     ui_address: str = Field("127.0.0.1", description="Address the page listens on.")
     ui_port: int = Field(8501, ge=1, le=65535, description="Port of the page.")
     api_address: str = Field("127.0.0.1", description="Address the HTTP API listens on.")

@@ -61,8 +61,10 @@ def intersect(rules: list[str], files: list[str]) -> list[str]:
 class Permissions:
     """The groups of each document of one run over `root`."""
 
-    def __init__(self, settings: Settings, root: Path, acl: Acl) -> None:
-        self.mode = settings.permissions
+    def __init__(self, settings: Settings, root: Path, acl: Acl, mode: str | None = None) -> None:
+        """`mode`: the permission source, if not TAIMATSU_PERMISSIONS (a personal upload
+        folder's are its owner's rules alone, ingest/owners.py)."""
+        self.mode = mode or settings.permissions
         self.root = root
         self.acl = acl
         self.group_map = load_group_map(settings.group_map) if self.mode != "rules" else None

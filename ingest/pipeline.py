@@ -47,6 +47,7 @@ from assistant.served_embedder import ServedEmbedder
 from assistant.settings import Settings
 from ingest.chunker import Chunk, Chunker
 from ingest.listing import list_folder, refuse_mass_delete, under
+from ingest.owners import owner_rules
 from ingest.parsing import Section, parse
 from ingest.parsing.isolation import ParserWorker
 from ingest.permissions import Permissions, refuse_lost_rules, rules_for_folder
@@ -310,8 +311,13 @@ class Ingestor:
         started = time.monotonic()
         root = str(root_path)
         summary = Summary(root=root)
-        acl = rules_for_folder(self.settings, root_path)
-        permissions = Permissions(self.settings, root_path, acl)
+        personal = owner_rules(self.settings, root_path)  # a user's own uploads
+        if personal is not None:
+            permissions = Permissions(self.settings, root_path, personal, mode="rules")
+        else:
+            permissions = Permissions(
+                self.settings, root_path, rules_for_folder(self.settings, root_path)
+            )
         summary.permissions = permissions.describe()
         listing = list_folder(root_path)  # before the index: an unlistable folder stops here
         everything = self.index.manifest(root)

@@ -84,6 +84,14 @@ def check(settings: Settings, files: Sequence[Incoming]) -> tuple[list[Accepted]
     """The files to save and the files refused, each with its reason; UploadError when the
     upload as a whole cannot go ahead (nothing is then saved)."""
     upload_settings_problem(settings)
+    return check_files(settings, files)
+
+
+def check_files(
+    settings: Settings, files: Sequence[Incoming]
+) -> tuple[list[Accepted], list[Refusal]]:
+    """`check` without the upload folder's settings: the files alone (names, types, sizes,
+    content), as personal uploads (ingest/personal.py) take them too."""
     if len(files) > settings.upload_max_files:
         raise UploadError("too_many", count=len(files), limit=settings.upload_max_files)
     limit = size_limit(settings)

@@ -148,10 +148,12 @@ def make_hit(
 
 @dataclass
 class DocInfo:
-    """What the index holds of one document: its versions and who may read it."""
+    """What the index holds of one document: its versions, who may read it, and how many
+    chunks its latest-read version has."""
 
     hashes: set[str] = field(default_factory=set)
     groups: list[str] = field(default_factory=list)
+    chunks: int = 0
 
 
 # Write operations, applied in order by Index.write().
@@ -471,11 +473,13 @@ class Index(ABC):
             return {}
         found: dict[str, DocInfo] = {}
         where = Where((Match(Field.ROOT, root), FIRST_CHUNK))
-        for record in self._records(where, [Field.SOURCE, Field.DOC_HASH, Field.GROUPS]):
+        fields = [Field.SOURCE, Field.DOC_HASH, Field.GROUPS, Field.CHUNKS]
+        for record in self._records(where, fields):
             payload = record.payload
             info = found.setdefault(payload[Field.SOURCE], DocInfo())
             info.hashes.add(payload[Field.DOC_HASH])
             info.groups = list(payload.get(Field.GROUPS) or [])
+            info.chunks = int(payload.get(Field.CHUNKS) or 0)
         return found
 
     def document_groups(self, root: str, source: str) -> list[str] | None:

@@ -283,7 +283,7 @@ def test_the_page_is_for_administrators_only(monkeypatch, admin_env):
     app.session_state["language"] = "en"
     app.run()
     pages = [i.get("url_pathname") for i in app._registered_pages.values()]
-    assert pages == ["", "tokens"]  # ask and their own API tokens only
+    assert pages == ["", "mine", "tokens"]  # ask, their own documents and API tokens only
 
     def direct_call() -> None:
         from ui.web import admin

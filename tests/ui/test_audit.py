@@ -173,7 +173,7 @@ def test_a_user_makes_and_revokes_their_own_token_in_the_page(monkeypatch, sampl
     app.session_state["language"] = "en"
     app.run()
     pages = {info.get("url_pathname"): h for h, info in app._registered_pages.items()}
-    assert set(pages) == {"", "tokens"}  # no administration, no audit log
+    assert set(pages) == {"", "mine", "tokens"}  # no administration, no audit log
     app._page_hash = pages["tokens"]
     app.run()
     app.text_input[0].set_value("my script")

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from assistant.embedder import TextEmbedder
 from assistant.settings import Settings
 from ingest import uploads
-from ui.api import chat, errors, mcp, rest
+from ui.api import chat, errors, mcp, mine, rest
 from ui.api.guard import JSON, MULTIPART, BodyGuard
 from ui.api.identity import Asker
 from ui.api.service import Service
@@ -57,6 +57,7 @@ def create_app(settings: Settings, embedder: TextEmbedder | None = None) -> Any:
 
     app.include_router(chat.router(service, asker))
     app.include_router(rest.router(service, asker))
+    app.include_router(mine.router(service, asker))
     app.router.routes.append(Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]))
 
     @app.get("/healthz", include_in_schema=False)
@@ -70,6 +71,7 @@ def create_app(settings: Settings, embedder: TextEmbedder | None = None) -> Any:
         ("POST", "/v1/chat/completions"): JSON,
         ("POST", "/api/ask"): JSON,
         ("POST", "/api/documents"): MULTIPART,
+        ("POST", "/api/my/documents"): MULTIPART,
         ("POST", "/mcp"): JSON,
     }
     guarded = BodyGuard(app, types, upload_limit)

@@ -164,7 +164,9 @@ def wait(job: Job, timeout: float) -> bool:
     return not job.running
 
 
-def _embedder(settings: Settings) -> TextEmbedder:
+def ingest_embedder(settings: Settings) -> TextEmbedder:
+    """The model ingestion runs of this process use (jobs, personal uploads): one at a
+    time, since every run holds the ingestion lock while it embeds."""
     if settings.embed_backend != "local":  # a served model: nothing to load, nothing to share
         return open_embedder(settings)
     embedder = Embedder(**local_options(settings))
@@ -180,7 +182,7 @@ def _run(settings: Settings, job: Job) -> None:
         update={"ingest_wait": max(settings.ingest_wait, PAGE_INGEST_WAIT)}
     )
     try:
-        embedder = _embedder(settings)
+        embedder = ingest_embedder(settings)
         for number, folder in enumerate(job.folders):
             job.current, job.folder_started = number, time.monotonic()
             job.files_done = job.files_total = job.chunks = 0

@@ -1,6 +1,6 @@
 """The Streamlit page: sign-in, the sidebar (language, conversations), and the pages
-(ask; administration for administrators). Errors reach the user as one sentence; the
-details go to the server log.
+(ask; my documents; API tokens; administration and audit for administrators). Errors reach
+the user as one sentence; the details go to the server log.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from assistant.answering import Answerer, History
 from assistant.embedder import Embedder, local_options
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
-from ui.web import admin, audit_page, chat, tokens_page
+from ui.web import admin, audit_page, chat, mine_page, tokens_page
 from ui.web.auth import User, current_user
 from ui.web.chat import plain
 from ui.web.i18n import language_switch, t
@@ -99,6 +99,9 @@ def main() -> None:
     def admin_page() -> None:
         admin.render(settings, user, answerer)
 
+    def my_documents() -> None:
+        mine_page.render(settings, user, answerer.searcher.index)
+
     def token_page() -> None:
         tokens_page.render(settings, user)
 
@@ -109,6 +112,8 @@ def main() -> None:
         st.Page(ask_page, title=t("chat_page"), icon="💬", url_path="ask", default=True),
         st.Page(token_page, title=t("tokens_page"), icon="🔑", url_path="tokens"),
     ]
+    if settings.personal_max_files > 0:
+        pages.insert(1, st.Page(my_documents, title=t("mine_page"), icon="📁", url_path="mine"))
     if user.admin:
         pages.append(st.Page(admin_page, title=t("admin_page"), icon="🛠️", url_path="admin"))
         pages.append(st.Page(audit_view, title=t("audit_page"), icon="📜", url_path="audit"))

@@ -28,7 +28,8 @@ def current_user(settings: Settings) -> User | None:
     """The signed-in user, or None when the page must ask them to sign in (oidc) or
     refuse them (header mode from an untrusted address or without a user header)."""
     if settings.auth_mode == "single":
-        return User("local", "local user", tuple(settings.default_groups), True)
+        # the local user reads their own uploads (My documents) as anyone reads theirs
+        return User("local", "local user", (*settings.default_groups, "user:local"), True)
     if settings.auth_mode == "header":
         headers = st.context.headers
         return header_user(

@@ -329,6 +329,69 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "another upload is being saved; try again in a moment",
         "ja": "別のアップロードを保存中です。少し待ってからもう一度お試しください",
     },
+    "upload_personal_off": {
+        "en": "personal uploads are off (TAIMATSU_PERSONAL_MAX_FILES is 0)",
+        "ja": "個人用アップロードは無効です（TAIMATSU_PERSONAL_MAX_FILES が 0）",
+    },
+    "upload_quota_files": {
+        "en": "you would keep {count} files, over your limit of {limit}; remove some of your "
+        "documents first, nothing was saved",
+        "ja": "ファイルが {count} 件になり、上限の {limit} 件を超えます。先に自分の文書をいくつか"
+        "削除してください（何も保存していません）",
+    },
+    "upload_quota_mb": {
+        "en": "your documents would take {size} MB, over your limit of {limit} MB; remove some "
+        "of your documents first, nothing was saved",
+        "ja": "文書の合計が {size} MB になり、上限の {limit} MB を超えます。先に自分の文書を"
+        "いくつか削除してください（何も保存していません）",
+    },
+    "upload_personal_not_indexed": {
+        "en": "your files could not be indexed ({reason}); nothing was kept, try again in a minute",
+        "ja": "ファイルを登録できませんでした（{reason}）。何も保存していません。"
+        "少し待ってからもう一度お試しください",
+    },
+    "upload_nothing_accepted": {
+        "en": "no file was accepted ({first})",
+        "ja": "受け付けたファイルはありません（{first}）",
+    },
+    "mine_page": {"en": "My documents", "ja": "マイ文書"},
+    "mine_help": {
+        "en": "Documents you upload here are readable by you alone: ask about them on the "
+        "chat page like any document.",
+        "ja": "ここにアップロードした文書はあなただけが読めます。チャットでほかの文書と同じように"
+        "質問できます。",
+    },
+    "mine_usage": {
+        "en": "{files} of {max_files} files, {mb} of {max_mb} MB used",
+        "ja": "{max_files} ファイル中 {files}、{max_mb} MB 中 {mb} MB 使用",
+    },
+    "mine_files": {
+        "en": "Documents ({mb} MB each at most)",
+        "ja": "文書（各 {mb} MB まで）",
+    },
+    "mine_upload": {"en": "Upload", "ja": "アップロード"},
+    "mine_indexing": {"en": "Reading and indexing…", "ja": "読み込んで登録しています…"},
+    "mine_none": {
+        "en": "You have no documents of your own yet.",
+        "ja": "自分の文書はまだありません。",
+    },
+    "mine_remove": {"en": "Remove", "ja": "削除"},
+    "mine_removed": {"en": "{name} was removed.", "ja": "{name} を削除しました。"},
+    "mine_searchable": {
+        "en": "{name} is now searchable, by you alone.",
+        "ja": "{name} を検索できるようになりました（あなただけが読めます）。",
+    },
+    "mine_unreadable": {
+        "en": "{name} could not be read ({error}) and was not kept; fix it and upload it again.",
+        "ja": "{name} を読み込めなかったため（{error}）、保存しませんでした。"
+        "修正してからもう一度アップロードしてください。",
+    },
+    "mine_chunks": {"en": "{chunks} passages", "ja": "{chunks} 件の文節"},
+    "mine_not_indexed": {"en": "not in the index", "ja": "未登録"},
+    "mine_busy": {
+        "en": "The index is busy (an ingestion run is writing to it); try again shortly.",
+        "ja": "インデックスが使用中です（取り込み中）。しばらくしてからもう一度お試しください。",
+    },
 }
 
 
