@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from assistant.errors import SourceDown
+from assistant.errors import IngestRefused, SourceDown
 from assistant.index import open_index
 from assistant.retrieval import Searcher
 from ingest.pipeline import Ingestor
@@ -269,3 +269,34 @@ def test_credentials_come_from_a_file_and_one_bad_page_is_reported(
     status = CliRunner().invoke(cli_app, ["status", "--json"], env=env)
     sources = __import__("json").loads(status.output)["ingest"]["sources"]
     assert [s.get("url") for s in sources.values()] == [start]
+
+
+def test_a_crawl_that_finds_most_pages_gone_deletes_nothing_without_the_flag(
+    nginx, settings, cached
+):
+    folder = nginx.www / "many"
+    folder.mkdir()
+    names = [f"memo-{n:02d}.html" for n in range(21)]
+    for n, name in enumerate(names):
+        (folder / name).write_text(
+            f"<html><body><main><p>Memo {n}: room {n}.</p></main></body></html>"
+        )
+    links = "".join(f'<a href="{name}">{name}</a> ' for name in names)
+    (folder / "index.html").write_text(
+        f"<html><body><main><p>Memos: {links}</p></main></body></html>"
+    )
+    start = f"{nginx.url}/many/"
+    assert crawl(settings, cached, start).added == 22
+    root = str(source_for(settings, start).mirror.root)
+    before = open_index(settings).manifest(root)
+    # the site now serves a start page that links to nothing (a broken CMS template)
+    (folder / "index.html").write_text(
+        "<html><body><main><p>Under maintenance.</p></main></body></html>"
+    )
+    with pytest.raises(IngestRefused, match="21 of the 22 copied before are gone"):
+        crawl(settings, cached, start)
+    assert set(open_index(settings).manifest(root)) == set(before)
+    assert all((Path(root) / name).is_file() for name in names)
+    done = crawl(settings, cached, start, allow_mass_delete=True)
+    assert (done.deleted, done.updated) == (21, 1)
+    assert not any((Path(root) / name).exists() for name in names)
