@@ -9,7 +9,7 @@ from assistant.errors import IngestError
 from assistant.settings import Settings
 from ingest.remote.mirror import Mirror
 
-SCHEMES = ("http", "https")
+SCHEMES = ("http", "https", "webdav", "webdavs")
 
 
 class Remote(Protocol):
@@ -29,6 +29,10 @@ def source_for(settings: Settings, url: str, *, allow_mass_delete: bool = False)
         from ingest.remote.web import Site
 
         return Site(settings, url, allow_mass_delete=allow_mass_delete)
+    if scheme in ("webdav", "webdavs"):
+        from ingest.remote.webdav import Store
+
+        return Store(settings, url, allow_mass_delete=allow_mass_delete)
     raise IngestError(
         f"{url}: {scheme}:// sources are not supported; give a folder or an "
         f"{', '.join(s + '://' for s in SCHEMES)} URL"

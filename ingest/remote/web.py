@@ -34,11 +34,10 @@ from urllib.robotparser import RobotFileParser
 import httpx
 from bs4 import BeautifulSoup
 
-from assistant.errors import IngestError, IngestRefused, SourceDown
+from assistant.errors import IngestError
 from assistant.settings import Settings
-from ingest.listing import MASS_DELETE_MIN, MASS_DELETE_SHARE
 from ingest.parsing import supported
-from ingest.remote.credentials import credentials_for
+from ingest.remote.common import down, drop_missing, http_client, reason
 from ingest.remote.mirror import Mirror, safe_relative
 
 log = logging.getLogger(__name__)
@@ -81,11 +80,6 @@ def normalize(url: str) -> str:
     return urlunsplit(
         (parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, "")
     )
-
-
-def _reason(exc: httpx.HTTPError) -> str:
-    text = str(exc) or exc.__class__.__name__
-    return text.splitlines()[0][:200]
 
 
 class Site:
@@ -134,22 +128,7 @@ class Site:
     # -- HTTP ---------------------------------------------------------------------------
 
     def client(self) -> httpx.Client:
-        creds = credentials_for(self.settings.source_credentials, self.start)
-        headers = {"User-Agent": self.settings.crawl_user_agent}
-        auth = None
-        if creds.token:
-            headers["Authorization"] = f"Bearer {creds.token}"
-        elif creds.username is not None:
-            auth = httpx.BasicAuth(creds.username, creds.password or "")
-        ca = self.settings.source_ca_file
-        return httpx.Client(
-            headers=headers,
-            auth=auth,
-            timeout=self.settings.source_timeout,
-            follow_redirects=False,
-            verify=str(ca) if ca else True,
-            trust_env=False,  # no proxy from the environment: the site is on the network
-        )
+        return http_client(self.settings, self.start)
 
     def _get(self, client: httpx.Client, url: str, headers: dict[str, str] | None = None):
         wait = self._last_request + self.delay - time.monotonic()
@@ -171,22 +150,6 @@ class Site:
         finally:
             self._last_request = time.monotonic()
 
-    def _down(self, what: str, exc_or_status: httpx.HTTPError | int) -> SourceDown:
-        if isinstance(exc_or_status, int):
-            status = exc_or_status
-            if status in (401, 403):
-                why = (
-                    f"refused access (HTTP {status}); check the credentials for it in "
-                    "TAIMATSU_SOURCE_CREDENTIALS"
-                )
-            elif status >= 500:
-                why = f"failed (HTTP {status}); wait until the site is back"
-            else:
-                why = f"answered HTTP {status}; check the address"
-        else:
-            why = f"cannot be reached ({_reason(exc_or_status)}); check the address or network"
-        return SourceDown(f"{what} {why}; nothing was changed")
-
     def _robots(self, client: httpx.Client) -> RobotFileParser:
         parts = urlsplit(self.start)
         robots_url = urlunsplit((parts.scheme, parts.netloc, "/robots.txt", "", ""))
@@ -194,9 +157,9 @@ class Site:
         try:
             response, body = self._get(client, robots_url)
         except httpx.HTTPError as exc:
-            raise self._down(self.start, exc) from None
+            raise down(self.start, exc) from None
         if response.status_code in (401, 403) or response.status_code >= 500:
-            raise self._down(robots_url, response.status_code)
+            raise down(robots_url, response.status_code)
         if response.status_code == 200:
             robots.parse(body.decode("utf-8", "replace").splitlines())
         else:  # no robots.txt (404...): everything is allowed
@@ -218,8 +181,8 @@ class Site:
             try:
                 response, body = self._get(client, sitemap)
             except (httpx.HTTPError, IngestError) as exc:
-                reason = _reason(exc) if isinstance(exc, httpx.HTTPError) else str(exc)
-                crawl.failed.append({"source": sitemap, "error": f"cannot be read ({reason})"})
+                why = reason(exc) if isinstance(exc, httpx.HTTPError) else str(exc)
+                crawl.failed.append({"source": sitemap, "error": f"cannot be read ({why})"})
                 crawl.complete = False
                 continue
             if response.status_code != 200:
@@ -278,7 +241,9 @@ class Site:
                     queued.add(link)
                     queue.append((link, depth + 1))
         if crawl.complete:
-            self._drop_missing(known, kept, crawl)
+            held = [rel for rel, _ in known.values()]
+            allow = self.allow_mass_delete
+            crawl.removed = drop_missing(self.mirror, held, kept, self.start, allow)
         return crawl
 
     def _visit(
@@ -309,8 +274,8 @@ class Site:
             response, body = self._get(client, url, headers)
         except httpx.HTTPError as exc:
             if first:
-                raise self._down(url, exc) from None
-            crawl.failed.append({"source": url, "error": f"cannot be fetched ({_reason(exc)})"})
+                raise down(url, exc) from None
+            crawl.failed.append({"source": url, "error": f"cannot be fetched ({reason(exc)})"})
             crawl.complete = False
             if previous:
                 kept.add(previous[0])
@@ -333,7 +298,7 @@ class Site:
             return []
         if status != 200:
             if first:
-                raise self._down(url, status)
+                raise down(url, status)
             if status in (404, 410):
                 return []  # gone: dropped once the crawl completes
             crawl.failed.append({"source": url, "error": f"HTTP {status}; its copy is kept"})
@@ -392,24 +357,3 @@ class Site:
             if target.startswith(("http://", "https://")):
                 links.append(target)
         return links
-
-    def _drop_missing(
-        self, known: dict[str, tuple[str, dict]], kept: set[str], crawl: Crawl
-    ) -> None:
-        held = {rel for rel, _ in known.values()}
-        doomed = sorted(held - kept)
-        if not doomed:
-            return
-        total, most = len(held), len(doomed) > len(held) * MASS_DELETE_SHARE
-        if not self.allow_mass_delete and (
-            len(doomed) >= total or (total >= MASS_DELETE_MIN and most)
-        ):
-            raise IngestRefused(
-                f"{self.start} now lists {len(kept)} pages and {len(doomed)} of the {total} "
-                "copied before are gone: the site looks broken or moved, so this run "
-                "deleted nothing; check it, or run `taimatsu ingest --allow-mass-delete` "
-                "to delete them"
-            )
-        for rel in doomed:
-            self.mirror.remove(rel)
-            crawl.removed += 1
