@@ -3,7 +3,7 @@
 `parsing` turns files into sections (one module per format, in a worker process),
 `chunker` cuts them to the model's size, `acl` decides who may read each document,
 `pipeline` runs one incremental, crash-safe run, `runs` logs it, `uploads` and
-`upload_checks` take documents from the page, `remote` copies sites (later WebDAV
-stores and mailboxes) into folders that the pipeline ingests. Imports `assistant`, never `ui`."""
+`upload_checks` take documents from the page, `remote` copies sites, WebDAV stores and
+mailboxes into folders that the pipeline ingests. Imports `assistant`, never `ui`."""
 
 __all__: list[str] = []

@@ -9,7 +9,7 @@ from assistant.errors import IngestError
 from assistant.settings import Settings
 from ingest.remote.mirror import Mirror
 
-SCHEMES = ("http", "https", "webdav", "webdavs")
+SCHEMES = ("http", "https", "webdav", "webdavs", "imap", "imaps")
 
 
 class Remote(Protocol):
@@ -33,6 +33,10 @@ def source_for(settings: Settings, url: str, *, allow_mass_delete: bool = False)
         from ingest.remote.webdav import Store
 
         return Store(settings, url, allow_mass_delete=allow_mass_delete)
+    if scheme in ("imap", "imaps"):
+        from ingest.remote.mailbox import Mailbox
+
+        return Mailbox(settings, url, allow_mass_delete=allow_mass_delete)
     raise IngestError(
         f"{url}: {scheme}:// sources are not supported; give a folder or an "
         f"{', '.join(s + '://' for s in SCHEMES)} URL"

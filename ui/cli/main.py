@@ -66,8 +66,9 @@ def ingest(
     path: Annotated[
         str,
         typer.Argument(
-            help="Folder of documents, read recursively; or a site's URL, "
-            "http(s)://host/path/ (see Sources in the README)."
+            help="Folder of documents, read recursively; or a remote source's URL: "
+            "http(s)://host/path/, webdav(s)://host/path/, imap(s)://user@host/INBOX "
+            "(see Sources in the README)."
         ),
     ],
     as_json: JsonOpt = False,
