@@ -334,8 +334,11 @@ class Ingestor:
         started = time.monotonic()
         root = str(root_path)
         summary = Summary(root=root)
-        mirror = Mirror(root_path)
-        summary.url = mirror.origin or ""
+        # only a copy Taimatsu made names URLs: a share's own `.taimatsu-mirror/` could
+        # otherwise put any link in its documents' citations
+        mirrors = (self.settings.data_dir / "mirrors").resolve()
+        mirror = Mirror(root_path) if root_path.is_relative_to(mirrors) else None
+        summary.url = (mirror.origin if mirror is not None else None) or ""
         self._mirror = mirror if summary.url else None
         acl = rules_for_folder(self.settings, root_path)
         permissions = Permissions(self.settings, root_path, acl)

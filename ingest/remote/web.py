@@ -34,7 +34,7 @@ from urllib.robotparser import RobotFileParser
 import httpx
 from bs4 import BeautifulSoup
 
-from assistant.errors import IngestError
+from assistant.errors import IngestError, SourceDown
 from assistant.settings import Settings
 from ingest.parsing import supported
 from ingest.remote.common import down, drop_missing, http_client, reason
@@ -288,7 +288,14 @@ class Site:
         status = response.status_code
         if status in REDIRECTS:
             target = response.headers.get("location")
-            return [normalize(urljoin(url, target))] if target else []
+            target = normalize(urljoin(url, target)) if target else ""
+            if first and not self.in_scope(target):  # a sign-in page, a moved site
+                raise SourceDown(
+                    f"{url} redirects to {target or 'nowhere'}, outside {self.prefix}; "
+                    "nothing was changed; give the URL it moved to, or credentials "
+                    "(TAIMATSU_SOURCE_CREDENTIALS) if that is a sign-in page"
+                )
+            return [target] if target else []
         if status == 304 and previous:
             rel = previous[0]
             kept.add(rel)

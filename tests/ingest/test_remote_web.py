@@ -75,6 +75,7 @@ http {{
         listen 127.0.0.1:{self.port};
         root {self.www};
         {extra}
+        location = /moved/ {{ return 302 /sign-in?next=/moved/; }}
         location /private/ {{
             auth_basic "staff";
             auth_basic_user_file {home}/htpasswd;
@@ -217,6 +218,8 @@ def test_a_site_that_is_down_changes_nothing(settings, cached, tmp_path):
     start = f"{server.url}/docs/tutorial/"
     try:
         assert crawl(settings, cached, start).added == 4
+        with pytest.raises(SourceDown, match="redirects to .*/sign-in.*nothing was changed"):
+            crawl(settings, cached, f"{server.url}/moved/")  # a sign-in page
     finally:
         server.stop()
     index = open_index(settings)
@@ -300,3 +303,19 @@ def test_a_crawl_that_finds_most_pages_gone_deletes_nothing_without_the_flag(
     done = crawl(settings, cached, start, allow_mass_delete=True)
     assert (done.deleted, done.updated) == (21, 1)
     assert not any((Path(root) / name).exists() for name in names)
+
+
+def test_only_a_copy_taimatsu_made_names_urls(settings, cached, tmp_path):
+    """A share that holds its own `.taimatsu-mirror/` cannot put links in citations."""
+    share = tmp_path / "share"
+    (share / ".taimatsu-mirror" / "items").mkdir(parents=True)
+    (share / "policy.md").write_text("# Policy\n\nExpense claims need a receipt.\n")
+    (share / ".taimatsu-mirror" / "origin.json").write_text('{"url": "https://evil.example/"}')
+    (share / ".taimatsu-mirror" / "items" / "policy.md.json").write_text(
+        '{"url": "https://evil.example/login"}'
+    )
+    summary = Ingestor(settings, cached).run(share)
+    assert summary.added == 1 and summary.url == ""
+    hits = Searcher(settings, cached).search("Do expense claims need a receipt?", ["x"])
+    assert hits[0].source == "policy.md" and hits[0].url == ""
+    assert hits[0].where == "policy.md, § Policy"
