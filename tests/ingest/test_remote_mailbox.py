@@ -229,6 +229,16 @@ def test_a_mailbox_is_copied_by_uid_and_read_by_its_owner_only(dovecot, settings
     assert (third.added, third.deleted, third.unchanged) == (1, 1, 1)
     assert sorted(open_index(settings).manifest(third.root)) == ["2.eml", "3.eml"]
 
+    # the server renumbers the mailbox (a new UIDVALIDITY): every message is fetched
+    # again under its new UID, and the same bytes reuse their vectors
+    maildir = dovecot.home / "mail" / "alice"
+    for stale in ("dovecot-uidlist", "dovecot.index", "dovecot.index.cache", "dovecot.index.log"):
+        (maildir / stale).unlink(missing_ok=True)
+    remote, renumbered = ingest(settings, cached, url)
+    assert (remote.last.fetched, renumbered.chunks_embedded) == (2, 0), renumbered
+    assert sorted(open_index(settings).manifest(third.root)) == ["1.eml", "2.eml"]
+    assert renumbered.chunks_reused > 0
+
     # rules say otherwise: the copy's rules file, once edited, is the operator's
     rules = Path(third.root) / ACL_FILE_NAME
     rules.write_text('default = ["user:alice", "hr"]\n')
@@ -245,4 +255,4 @@ def test_a_mailbox_is_copied_by_uid_and_read_by_its_owner_only(dovecot, settings
     with pytest.raises(SourceDown, match="cannot be reached .*nothing was changed"):
         ingest(settings, cached, url)
     assert open_index(settings).manifest(third.root) == manifest
-    assert sorted(p.name for p in Path(third.root).glob("*.eml")) == ["2.eml", "3.eml"]
+    assert sorted(p.name for p in Path(third.root).glob("*.eml")) == ["1.eml", "2.eml"]
