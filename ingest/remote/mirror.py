@@ -83,7 +83,16 @@ class Mirror:
         url = data.get("url") if isinstance(data, dict) else None
         return url if isinstance(url, str) else None
 
+    def sweep(self) -> None:
+        """Remove the temporary files of a run that was killed while writing (hidden, so
+        never listed as documents, but they would pile up)."""
+        if self.root.is_dir():
+            for tmp in self.root.rglob(".tmp-*"):
+                tmp.unlink(missing_ok=True)
+
     def set_origin(self, url: str) -> None:
+        """Record the source's URL (once it answered), and sweep what a killed run left."""
+        self.sweep()
         if self.origin != url:
             write_atomic(self.meta / "origin.json", json.dumps({"url": url}).encode("utf-8"))
 

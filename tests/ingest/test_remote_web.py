@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from assistant.index import open_index
 from assistant.retrieval import Searcher
 from ingest.pipeline import Ingestor
 from ingest.remote import source_for
-from tests.conftest import ROOT, need_binary
+from tests.conftest import CACHE_ENV, ROOT, need_binary
 from ui.cli.main import app as cli_app
 
 SITE = ROOT / "tests" / "data" / "site"
@@ -319,3 +321,44 @@ def test_only_a_copy_taimatsu_made_names_urls(settings, cached, tmp_path):
     hits = Searcher(settings, cached).search("Do expense claims need a receipt?", ["x"])
     assert hits[0].source == "policy.md" and hits[0].url == ""
     assert hits[0].where == "policy.md, § Policy"
+
+
+def test_a_crawl_killed_midway_is_finished_by_the_next_run(nginx, settings, cached, tmp_path):
+    """SIGKILL while the site is being copied (watched: the copy's item files appear),
+    then an ordinary run: the copy holds whole pages only, and the index ends as a fresh
+    crawl builds it. (A kill while the copy is ingested is the folder's, tested in
+    test_crash.py.)"""
+    start = f"{nginx.url}/docs/tutorial/"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIMATSU_") or k == CACHE_ENV}
+    env.update(
+        TAIMATSU_DATA_DIR=str(settings.data_dir),
+        TAIMATSU_PARSE_TIMEOUT="0",
+        TAIMATSU_CRAWL_DELAY="0.3",  # a polite crawl: several requests after the kill point
+    )
+    # the crawl alone, in a process of its own (what a run does before it ingests the copy)
+    crawler = (
+        "import sys; from assistant.settings import Settings; "
+        "from ingest.remote import source_for; source_for(Settings(), sys.argv[1]).refresh()"
+    )
+    run = subprocess.Popen([sys.executable, "-c", crawler, start], env=env)
+    mirror = source_for(settings, start).mirror
+    deadline = time.monotonic() + 120
+    while len(list(mirror.states())) < 2 and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(run.pid, signal.SIGKILL)
+    assert run.wait(30) == -signal.SIGKILL, "the crawl ended before it could be killed"
+    served = nginx.www / "docs" / "tutorial"
+    copied = dict(mirror.states())
+    assert 2 <= len(copied) < 4
+    for relative in copied:  # every page in the copy is whole
+        source = served / ("index.html" if relative == "index.html" else relative)
+        assert mirror.read(relative) == source.read_bytes()
+
+    finished = crawl(settings, cached, start)
+    assert not finished.failed and not list(Path(finished.root).rglob(".tmp-*"))
+    fresh = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
+    crawl(fresh, cached, start)
+    built = open_index(fresh).manifest(str(source_for(fresh, start).mirror.root))
+    after = open_index(settings).manifest(finished.root)
+    assert {s: i.hashes for s, i in after.items()} == {s: i.hashes for s, i in built.items()}
+    assert len(after) == 4
