@@ -19,6 +19,8 @@ engine, httpx, the parsers' libraries) are translated into these where they are 
     ├── GoldError              an evaluation gold file that cannot be used
     ├── IngestError            an ingestion run cannot proceed
     │   ├── IngestBusy         another run holds this index (exit code 4)
+    │   ├── SourceDown         a site, WebDAV store or mailbox cannot be reached or
+    │   │                      refused the credentials; nothing was changed
     │   └── IngestRefused      the run would open documents to everyone or delete most
     │                          of them; it stopped before writing (an explicit flag allows)
     ├── AclError               an ACL file that cannot be used (nothing is ingested)
@@ -48,6 +50,7 @@ __all__ = [
     "PermissionsUnreadable",
     "QuestionTooLong",
     "SettingsError",
+    "SourceDown",
     "StoreBusy",
     "StoreError",
     "TaimatsuError",
@@ -120,6 +123,12 @@ class IngestError(TaimatsuError, RuntimeError):
 
 class IngestBusy(IngestError):
     """Another ingestion run holds this index."""
+
+
+class SourceDown(IngestError):
+    """A remote source (site, WebDAV store, mailbox) cannot be reached, refused the
+    credentials or answered with a server error: the run stopped before changing its
+    copy or the index."""
 
 
 class IngestRefused(IngestError):

@@ -185,6 +185,36 @@ class Settings(BaseSettings):
         "POSIX mode, owning group and POSIX ACL, with its folders'), or both (a group must "
         "be allowed by both: the intersection).",
     )
+    source_credentials: Path | None = Field(
+        None,
+        description="A TOML file of credentials for remote sources (sites, WebDAV, "
+        'mailboxes): a table per URL prefix, `["https://intranet/docs/"]` with `username` '
+        "and `password`, or `token` (a bearer token); the longest matching prefix wins. "
+        "Keep it readable by the ingestion user only.",
+    )
+    source_ca_file: Path | None = Field(
+        None,
+        description="A PEM file of the certificate authorities that sign the remote "
+        "sources' TLS certificates (an internal CA); empty = the system's usual ones.",
+    )
+    source_timeout: float = Field(
+        30.0, gt=0, description="Seconds to wait for a remote source's answer to one request."
+    )
+    crawl_max_pages: int = Field(
+        5000, ge=1, description="At most this many pages (or files) are fetched per site run."
+    )
+    crawl_max_depth: int = Field(
+        10, ge=0, description="Links followed from the start URL at most this many steps deep."
+    )
+    crawl_delay: float = Field(
+        0.5,
+        ge=0,
+        description="Seconds between two requests to a site (its robots.txt Crawl-delay "
+        "wins when longer).",
+    )
+    crawl_user_agent: str = Field(
+        "Taimatsu", description="The crawler's User-Agent, which robots.txt rules name."
+    )
     group_map: Path | None = Field(
         None,
         description="A TOML file mapping file-system names to Taimatsu groups "

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from filelock import FileLock, Timeout
 
@@ -30,6 +31,7 @@ from assistant.errors import (
     IngestRefused,
     ParseError,
     PermissionsUnreadable,
+    SourceDown,
 )
 from assistant.index import (
     ChunkPoint,
@@ -51,15 +53,24 @@ from ingest.owners import owner_rules
 from ingest.parsing import Section, parse
 from ingest.parsing.isolation import ParserWorker
 from ingest.permissions import Permissions, refuse_lost_rules, rules_for_folder
+from ingest.remote.mirror import Mirror
 from ingest.runs import record_run, remember_source, source_state
 
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")
 
 
+class Refresh(Protocol):
+    """A remote source's copy brought up to date (ingest/remote): run under the ingestion
+    lock just before the copy is ingested; what it could not fetch is in `failed`."""
+
+    def refresh(self) -> Any: ...
+
+
 @dataclass
 class Summary:
     root: str
+    url: str = ""  # the remote source a mirror folder copies (ingest/remote), if any
     added: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -81,8 +92,8 @@ class Summary:
 
     def line(self) -> str:
         return (
-            f"{self.root}: {self.added} added, {self.updated} updated, {self.unchanged} "
-            f"unchanged, {self.deleted} deleted, {len(self.failed)} failed, "
+            f"{self.url or self.root}: {self.added} added, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.deleted} deleted, {len(self.failed)} failed, "
             f"{self.acl_updated} access changes; {self.chunks_embedded} chunks embedded, "
             f"{self.chunks_reused} reused in {self.seconds:.1f} s"
         )
@@ -211,6 +222,7 @@ class Ingestor:
         self._pending_points = 0
         self._to_embed: list[tuple[str, str, str, list[Chunk], str, list[str]]] = []
         self._worker: ParserWorker | None = None
+        self._mirror: Mirror | None = None  # the run's folder, when it copies a remote source
 
     @property
     def worker(self) -> ParserWorker | None:
@@ -268,17 +280,29 @@ class Ingestor:
         return self._chunker
 
     def run(
-        self, folder: Path, progress: Progress | None = None, shard: Shard | None = None
+        self,
+        folder: Path,
+        progress: Progress | None = None,
+        shard: Shard | None = None,
+        remote: Refresh | None = None,
     ) -> Summary:
-        """One run, exclusive on this index (or on this shard of the sources)."""
+        """One run, exclusive on this index (or on this shard of the sources). `remote`:
+        the source `folder` mirrors, fetched first (ingest/remote); a source that is down
+        stops the run there."""
         with ingest_lock(self.settings, shard):
+            fetched: list[dict[str, str]] = []
             try:
+                if remote is not None:
+                    fetched = list(remote.refresh().failed)
                 summary = self.sync(folder, progress, shard)
-            except IngestRefused as exc:  # the administration page and status show it
-                record_run(self.settings.data_dir, {"root": str(folder), "refused": str(exc)})
+            except (IngestRefused, SourceDown) as exc:  # the administration page and status
+                url = str(getattr(remote, "url", "")) if remote is not None else ""
+                stopped = {"root": str(folder), "refused": str(exc)}
+                record_run(self.settings.data_dir, {**stopped, **({"url": url} if url else {})})
                 raise
             finally:
                 self.close()
+            summary.failed[:0] = fetched
             record_run(self.settings.data_dir, summary.as_json())
             return summary
 
@@ -311,6 +335,12 @@ class Ingestor:
         started = time.monotonic()
         root = str(root_path)
         summary = Summary(root=root)
+        # only a copy Taimatsu made names URLs: a share's own `.taimatsu-mirror/` could
+        # otherwise put any link in its documents' citations
+        mirrors = (self.settings.data_dir / "mirrors").resolve()
+        mirror = Mirror(root_path) if root_path.is_relative_to(mirrors) else None
+        summary.url = (mirror.origin if mirror is not None else None) or ""
+        self._mirror = mirror if summary.url else None
         personal = owner_rules(self.settings, root_path)  # a user's own uploads
         if personal is not None:
             permissions = Permissions(self.settings, root_path, personal, mode="rules")
@@ -377,9 +407,10 @@ class Ingestor:
             summary.deleted += 1
         self._flush()
         rules = permissions.acl.origin if permissions.acl.in_force else None
-        remember_source(
-            self.settings.data_dir, root, {"permissions": permissions.mode, "rules": rules}
-        )
+        state: dict[str, object] = {"permissions": permissions.mode, "rules": rules}
+        if summary.url:
+            state["url"] = summary.url
+        remember_source(self.settings.data_dir, root, state)
         if progress:
             progress(len(files), len(files), summary.chunks_embedded)
         summary.seconds = round(time.monotonic() - started, 3)
@@ -466,7 +497,9 @@ class Ingestor:
                 chunk_id(root, source, doc_hash, p.payload.get(Field.CHUNK, n)),
                 p.dense,
                 p.sparse,
-                {**p.payload, Field.SOURCE: source, Field.GROUPS: groups, Field.INDEXED_AT: now},
+                self._with_url(
+                    {**p.payload, Field.SOURCE: source, Field.GROUPS: groups, Field.INDEXED_AT: now}
+                ),
             )
             for n, p in enumerate(old_points)
         ]
@@ -474,6 +507,12 @@ class Ingestor:
         self._pending.append(DeleteDocument(root, source, keep_hash=doc_hash))
         self._pending_points += len(points)
         return len(points)
+
+    def _with_url(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A mirrored document's payload names its URL (citations show it); others none."""
+        payload.pop(Field.URL, None)
+        url = self._mirror.url_of(payload[Field.SOURCE]) if self._mirror is not None else None
+        return {**payload, Field.URL: url} if url else payload
 
     def _queue_document(
         self,
@@ -510,6 +549,7 @@ class Ingestor:
                     Field.GROUPS: groups,
                     Field.INDEXED_AT: now,
                 }
+                payload = self._with_url(payload)
                 points.append(
                     ChunkPoint(
                         chunk_id(root, source, doc_hash, n),

@@ -140,6 +140,7 @@ class Answer:
                     "page": p.page,
                     "section": p.section,
                     "text": p.text,
+                    **({"url": p.url} if p.url else {}),
                 }
                 for n, p in self.citations
             ],

@@ -65,7 +65,7 @@ def build_messages(
     language = "Japanese" if language_of(original or question) == "ja" else "English"
     blocks = []
     for n, passage in enumerate(passages, start=1):
-        attrs = f'n="{n}" source="{_attribute(passage.source)}"'
+        attrs = f'n="{n}" source="{_attribute(passage.url or passage.source)}"'
         if passage.page is not None:
             attrs += f' page="{passage.page}"'
         attrs += f' title="{_attribute(passage.title)}"'

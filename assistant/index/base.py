@@ -65,6 +65,7 @@ class Field:
     KIND: Final = "kind"  # the file type, its suffix without the dot
     GROUPS: Final = "groups"  # who may read the document
     INDEXED_AT: Final = "indexed_at"  # when this version was written (epoch seconds)
+    URL: Final = "url"  # the page or item a mirrored document copies (remote sources)
     TERMS: Final = "terms"  # the keyword vector's term ids (for visible_idf's counts)
 
 

@@ -30,6 +30,7 @@ class Passage:
     similarity: float = 0.0
     coverage: float = 0.0
     root: str = ""
+    url: str = ""  # the page a mirrored document copies (a crawled site): cited by it
 
     @classmethod
     def from_hit(cls, rank: int, hit: Hit) -> Passage:
@@ -45,6 +46,7 @@ class Passage:
             similarity=hit.similarity,
             coverage=hit.coverage,
             root=str(payload.get(Field.ROOT, "")),
+            url=str(payload.get(Field.URL) or ""),
         )
 
     def as_hit_json(self) -> dict[str, object]:
@@ -58,6 +60,7 @@ class Passage:
             "chunk_id": self.chunk_id,
             "similarity": self.similarity,
             "keyword_coverage": self.coverage,
+            **({"url": self.url} if self.url else {}),
         }
 
     @property
@@ -70,8 +73,8 @@ class Passage:
 
     @property
     def where(self) -> str:
-        """ "guide.pdf, p. 3" / "policy.md § Leave" for display."""
-        return self.where_of(self.source, self.page, self.section)
+        """ "guide.pdf, p. 3" / "policy.md § Leave" for display; a crawled page by its URL."""
+        return self.where_of(self.url or self.source, self.page, self.section)
 
     @staticmethod
     def where_of(source: str, page: int | None, section: str | None) -> str:

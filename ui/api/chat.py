@@ -8,7 +8,8 @@ system messages are ignored, as is `model`'s sampling (temperature...). The answ
 carries its `[n]` markers. Extension fields (OpenAI clients keep unknown fields):
 
 - `citations`: `[{"n", "source", "page", "section", "text", "download"}]`, `download`
-  being the path of `GET /api/documents/{id}/original` (null when the file is gone);
+  being the path of `GET /api/documents/{id}/original` (null when the file is gone),
+  and `url` for a document copied from a remote source (its page, file or message);
 - `taimatsu`: `{"mode", "standalone_question", "dropped_citations", "citations_marked",
   "answer"}`; `answer` is the checked text, which when streamed can differ from the
   streamed pieces by a dropped marker.

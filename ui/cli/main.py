@@ -63,7 +63,14 @@ def _print_json(obj: Any) -> None:
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="Folder of documents, read recursively.")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="Folder of documents, read recursively; or a remote source's URL: "
+            "http(s)://host/path/, webdav(s)://host/path/, imap(s)://user@host/INBOX "
+            "(see Sources in the README)."
+        ),
+    ],
     as_json: JsonOpt = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print nothing when nothing changed.")
@@ -89,17 +96,27 @@ def ingest(
         ),
     ] = False,
 ) -> None:
-    """Bring the index in line with a folder: add, update and remove documents."""
+    """Bring the index in line with a folder or a remote source: add, update and remove
+    documents."""
     from ingest.pipeline import Ingestor, Shard
+    from ingest.remote import is_url, source_for
 
     try:
         share = Shard.parse(shard) if shard else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--shard") from None
+    settings = Settings()
+    remote = None
+    folder = Path(path)
+    if is_url(path):
+        if share is not None:
+            raise typer.BadParameter("a remote source is fetched by one worker", "--shard")
+        remote = source_for(settings, path, allow_mass_delete=allow_mass_delete)
+        folder = remote.mirror.root
     show_bar = sys.stderr.isatty() and not (quiet or as_json)
     with progress_bar(show_bar) as progress:
-        ingestor = Ingestor(Settings(), allow_open=allow_open, allow_mass_delete=allow_mass_delete)
-        summary = ingestor.run(path, progress, share)
+        ingestor = Ingestor(settings, allow_open=allow_open, allow_mass_delete=allow_mass_delete)
+        summary = ingestor.run(folder, progress, share, remote)
     if as_json:
         _print_json(summary.as_json())
     elif summary.changed or not quiet:
@@ -274,7 +291,7 @@ def _ingest_line(ingest: dict[str, Any]) -> str:
     if last is None:
         return line + "; no run yet"
     when = datetime.fromtimestamp(last.get("finished", 0)).astimezone()
-    line += f"; last run {when:%Y-%m-%d %H:%M} over {last.get('root', '?')}"
+    line += f"; last run {when:%Y-%m-%d %H:%M} over {last.get('url') or last.get('root', '?')}"
     if last.get("refused"):
         return line + f" REFUSED: {last['refused']}"
     return line + f": {len(last.get('failed', []))} failed"

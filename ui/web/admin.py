@@ -133,19 +133,20 @@ def show_runs(settings: Settings) -> None:
         row |= {t(f"admin_col_{name}"): run.get(name, 0) for name in columns}
         row[t("admin_col_failed")] = len(run.get("failed", []))
         row[t("admin_col_seconds")] = round(float(run.get("seconds", 0)), 1)
-        row[t("admin_col_root")] = run.get("root", "")  # last: long paths do not hide counts
+        # last: long paths do not hide counts
+        row[t("admin_col_root")] = run.get("url") or run.get("root", "")
         rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch")
     for run, row in zip(runs, rows, strict=True):
         if run.get("refused"):  # a run that would have opened or deleted documents
-            when, root = row[t("admin_col_finished")], run.get("root", "")
+            when, root = row[t("admin_col_finished")], run.get("url") or run.get("root", "")
             st.error(say("admin_refused", root=root, when=when, reason=run["refused"]))
             continue
         failed = run.get("failed", [])
         label = say(
             "admin_failures",
             count=len(failed),
-            root=run.get("root", ""),
+            root=run.get("url") or run.get("root", ""),
             when=row[t("admin_col_finished")],
         )
         show_failures(failed, label)

@@ -157,7 +157,9 @@ def record(answer: Answer) -> dict[str, Any]:
 
 
 def show_citation(answerer: Answerer, user: User, key: str, citation: dict[str, Any]) -> None:
-    where = Passage.where_of(citation["source"], citation.get("page"), citation.get("section"))
+    where = Passage.where_of(
+        citation.get("url") or citation["source"], citation.get("page"), citation.get("section")
+    )
     with st.expander(plain(f"[{citation['n']}] {where}")):
         with st.container(key=f"passage-{key}-{citation['n']}"):  # styled: PASSAGE_STYLE
             st.markdown(passage_markdown(citation["text"], citation["source"]))
