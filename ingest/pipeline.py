@@ -406,6 +406,7 @@ class Ingestor:
             self._pending.append(DeleteDocument(root, source))
             summary.deleted += 1
         self._flush()
+        self.index.refresh_keyword_counts()  # the keyword leg's IDF table, if writes made it stale
         rules = permissions.acl.origin if permissions.acl.in_force else None
         state: dict[str, object] = {"permissions": permissions.mode, "rules": rules}
         if summary.url:
