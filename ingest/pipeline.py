@@ -295,6 +295,7 @@ class Ingestor:
                 if remote is not None:
                     fetched = list(remote.refresh().failed)
                 summary = self.sync(folder, progress, shard)
+                self.index.refresh_keyword_counts()  # the keyword IDF table, if a write staled it
             except (IngestRefused, SourceDown) as exc:  # the administration page and status
                 url = str(getattr(remote, "url", "")) if remote is not None else ""
                 stopped = {"root": str(folder), "refused": str(exc)}
@@ -406,7 +407,6 @@ class Ingestor:
             self._pending.append(DeleteDocument(root, source))
             summary.deleted += 1
         self._flush()
-        self.index.refresh_keyword_counts()  # the keyword leg's IDF table, if writes made it stale
         rules = permissions.acl.origin if permissions.acl.in_force else None
         state: dict[str, object] = {"permissions": permissions.mode, "rules": rules}
         if summary.url:

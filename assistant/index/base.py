@@ -20,7 +20,9 @@ differs: the translation, its lifecycle and writes, and its query.
 The keyword leg's IDF is computed per question over the chunks the asker may read
 (`visible_idf`, from counts filtered by the asker's groups), never over the whole index:
 an engine-side IDF (`modifier=Idf`) counts hidden chunks too, so an outsider's scores and
-order of passages would change with documents they cannot read.
+order of passages would change with documents they cannot read. The embedded backend
+takes the same counts from a table of document frequencies per ACL label when it is up
+to date (assistant/index/label_counts.py), and counts in the engine otherwise.
 
 This module imports nothing of Taimatsu's but the error tree and the model stamp.
 """

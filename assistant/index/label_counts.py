@@ -53,13 +53,15 @@ CREATE TABLE IF NOT EXISTS df (
     PRIMARY KEY (term, label)) WITHOUT ROWID;
 """
 
-_locks: dict[str, threading.Lock] = {}
+_locks: dict[tuple[str, bool], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def _lock(path: Path) -> threading.Lock:
+def _lock(path: Path, write: bool) -> threading.Lock:
+    """Writers and readers of one file in this process each take turns among themselves;
+    a query never waits for a count being stored (WAL: SQLite keeps them apart)."""
     with _locks_guard:
-        return _locks.setdefault(str(path), threading.Lock())
+        return _locks.setdefault((str(path), write), threading.Lock())
 
 
 def label_of(groups: Iterable[str] | None) -> tuple[str, ...]:
@@ -119,8 +121,8 @@ class LabelCounts:
     def path(self) -> Path:
         return self.folder.resolve() / FILE_NAME
 
-    def _open(self, path: Path) -> AbstractContextManager[sqlite3.Connection]:
-        return transaction(path, _lock(path))
+    def _open(self, path: Path, write: bool = False) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(path, _lock(path, write))
 
     @staticmethod
     def _meta(db: sqlite3.Connection) -> dict[str, int]:
@@ -134,7 +136,7 @@ class LabelCounts:
         say), it is removed instead — no table is as safe as a stale one."""
         path = self.path
         try:
-            with self._open(path) as db:
+            with self._open(path, write=True) as db:
                 db.executescript(_SCHEMA)
                 db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a count
                 db.execute("PRAGMA synchronous=FULL")  # durable before the write it guards
@@ -169,7 +171,7 @@ class LabelCounts:
         """Store a count made of the index at `version`; nothing if a write has raised the
         version since (the count may have missed it). True when stored."""
         path = self.path
-        with self._open(path) as db:
+        with self._open(path, write=True) as db:
             db.executescript(_SCHEMA)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("BEGIN IMMEDIATE")  # no write's version raise slips in between
