@@ -108,25 +108,37 @@ def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
-def embed_times(embedder: Embedder, questions: list[str]) -> list[float]:
-    times = []
-    for question in questions:
+Pass = tuple[list[float], list[float], int]  # search ms, embed ms, hits
+
+
+def one_pass(
+    embedder: Embedder,
+    index: Index,
+    work: list[tuple[str, list[float], SparseTerms, list[str]]],
+    legs: str,
+    fetch: int,
+) -> Pass:
+    """Each question embedded, then its (random-vector) query searched, as the page does
+    it: the two times side by side, query by query, so a load that drifts over the run
+    moves both."""
+    search_ms, embed_ms, hits = [], [], 0
+    for question, dense, terms, groups in work:
         start = time.perf_counter()
         embedder.embed_query(question)
-        times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
-def search_times(
-    index: Index, requests: list[tuple[list[float], SparseTerms, list[str]]], legs: str, fetch: int
-) -> tuple[list[float], int]:
-    times, hits = [], 0
-    for dense, terms, groups in requests:  # as the page does it
+        embed_ms.append((time.perf_counter() - start) * 1000)
         request = SearchRequest(dense, terms, groups, limit=fetch, legs=legs)  # type: ignore[arg-type]
         start = time.perf_counter()  # with the asker's IDF counts
         hits += len(index.search(request))
-        times.append((time.perf_counter() - start) * 1000)
-    return times, hits
+        search_ms.append((time.perf_counter() - start) * 1000)
+    return search_ms, embed_ms, hits
+
+
+def passes(embedder: Embedder, index: Index, work: list) -> dict[str, Pass]:
+    return {
+        f"{legs}@{fetch}": one_pass(embedder, index, work, legs, fetch)
+        for legs in LEGS
+        for fetch in FETCH
+    }
 
 
 def main() -> None:
@@ -139,7 +151,6 @@ def main() -> None:
     embedder = Embedder()
     questions = [" ".join(rng.choices(WORDS, k=6)) + "?" for _ in range(args.queries)]
     embedder.embed_query("warm up")
-    embed_ms = embed_times(embedder, questions)
 
     rows = []
     for size in args.sizes:
@@ -151,60 +162,47 @@ def main() -> None:
             else:
                 index = build(folder, size, embedder.dim, rng)
             build_s = time.perf_counter() - started
-            requests = []
+            work = []
             for question in questions:
                 dense = np.random.default_rng(len(question)).standard_normal(embedder.dim)
                 dense = (dense / np.linalg.norm(dense)).tolist()
                 terms = SparseTerms.of(sparse.embed_query(question))
-                requests.append((dense, terms, rng.sample(GROUPS, 2)))
+                work.append((question, dense, terms, rng.sample(GROUPS, 2)))
             # a write (of nothing): the per-label table is stale, the engine counts
             index.write([DeleteDocument("/bench", "no-such-document.md")])
-            for dense, terms, groups in requests:  # warm up: a long-lived index is read
+            for _, dense, terms, groups in work:  # warm up: a long-lived index is read
                 index.search(SearchRequest(dense, terms, groups, limit=5))
-            engine = {
-                (legs, fetch): search_times(index, requests, legs, fetch)
-                for legs in LEGS
-                for fetch in FETCH
-            }
+            engine = passes(embedder, index, work)
             started = time.perf_counter()
-            index.refresh_keyword_counts()
+            index.refresh_keyword_counts()  # what the end of an ingestion run pays
             count_s = time.perf_counter() - started
-            table = {
-                (legs, fetch): search_times(index, requests, legs, fetch)
-                for legs in LEGS
-                for fetch in FETCH
-            }
+            table = passes(embedder, index, work)
             disk = folder_mb(folder)
             for key in engine:
-                rows.append(
-                    (size, f"{key[0]}@{key[1]}", build_s, count_s, engine[key], table[key], disk)
-                )
-    embed_ms += embed_times(embedder, questions)  # before and after: the machine's load drifts
+                rows.append((size, key, build_s, count_s, engine[key], table[key], disk))
 
-    med_embed = statistics.median(embed_ms)
+    every_embed = [ms for row in rows for one in row[4:6] for ms in one[1]]
     print(
-        f"embed one query (all-MiniLM-L6-v2, CPU): median {med_embed:.1f} ms, "
-        f"p95 {percentile(embed_ms, 95):.1f} ms"
+        f"embed one query ({embedder.stamp.name}, {embedder.stamp.runtime}, CPU): "
+        f"median {statistics.median(every_embed):.1f} ms, p95 {percentile(every_embed, 95):.1f} ms"
     )
-    print("search: IDF counted in the engine (stale table) | from the per-label table")
+    print(
+        "search: IDF counted in the engine (a stale table) | from the per-label table; "
+        "x embed: the query's median over the embedding's median in the same pass"
+    )
     print(
         f"{'chunks':>8} {'legs@hits':>12} {'build s':>8} {'count s':>8} "
         f"{'engine med':>11} {'p95':>9} {'x embed':>8} "
         f"{'table med':>10} {'p95':>9} {'x embed':>8} {'disk MB':>8}"
     )
-    for size, legs, build_s, count_s, (engine_ms, engine_hits), (
-        table_ms,
-        table_hits,
-    ), disk in rows:
-        assert engine_hits > 0 and table_hits == engine_hits
-        engine_med, table_med = statistics.median(engine_ms), statistics.median(table_ms)
-        engine_p95, table_p95 = percentile(engine_ms, 95), percentile(table_ms, 95)
-        print(
-            f"{size:>8} {legs:>12} {build_s:>8.1f} {count_s:>8.2f} "
-            f"{engine_med:>9.2f}ms {engine_p95:>7.2f}ms {engine_med / med_embed:>8.2f} "
-            f"{table_med:>8.2f}ms {table_p95:>7.2f}ms {table_med / med_embed:>8.2f} "
-            f"{disk:>8.0f}"
-        )
+    for size, key, build_s, count_s, engine, table, disk in rows:
+        assert engine[2] > 0 and table[2] == engine[2]
+        cells = []
+        for search_ms, embed_ms, _ in (engine, table):
+            med = statistics.median(search_ms)
+            ratio = med / statistics.median(embed_ms)
+            cells.append(f"{med:>9.2f}ms {percentile(search_ms, 95):>7.2f}ms {ratio:>8.2f}")
+        print(f"{size:>8} {key:>12} {build_s:>8.1f} {count_s:>8.2f} {' '.join(cells)} {disk:>8.0f}")
     print(
         f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
     )
