@@ -14,10 +14,11 @@ import pytest
 from qdrant_client import QdrantClient
 
 import assistant.index.edge as edge_module
+import assistant.index.label_counts as label_counts
 from assistant.index import DeleteDocument, Field, SearchRequest, SetGroups, SparseTerms, Upsert
 from assistant.index.base import Match, groups_filter
 from assistant.index.edge import EdgeIndex
-from assistant.index.label_counts import FILE_NAME
+from assistant.index.label_counts import TABLE_FILE, VERSION_FILE
 from assistant.index.server import ServerIndex
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
@@ -81,10 +82,16 @@ def engine_counting(monkeypatch) -> Iterator[Counter[str]]:
     yield calls
 
 
-def test_the_table_equals_the_engines_counts_after_every_kind_of_write(index):
+def test_the_table_equals_the_engines_counts_after_every_kind_of_write(index, monkeypatch):
     assert not is_fresh(index)  # written, not counted yet
     index.refresh_keyword_counts()
     assert_exact(index)
+    index.write([DeleteDocument("/srv/none", "none.md")])  # a write that changes nothing
+    monkeypatch.setattr(label_counts, "COMPACT_AT", 7)  # pairs summed in many steps
+    monkeypatch.setattr(edge_module, "COUNT_PAGE", 10)
+    index.refresh_keyword_counts()
+    assert_exact(index)
+    monkeypatch.undo()
 
     points = corpus(documents=30)
     first, second = (p.payload for p in (points[0], points[-1]))
@@ -150,15 +157,24 @@ def test_a_write_during_the_count_leaves_the_table_unused(index, monkeypatch):
     assert_exact(index)
 
 
-def test_an_unreadable_table_is_not_used_and_the_next_write_replaces_it(index):
+def test_damaged_files_are_not_used_and_the_next_count_replaces_them(index):
+    """A damaged table: the engine counts, and the next count replaces it. A damaged
+    version file: the next write removes both files (no table is as safe as a stale one)
+    and goes ahead."""
     index.refresh_keyword_counts()
-    table = index.link.resolve() / FILE_NAME
-    table.write_bytes(b"this is not a database" * 100)
+    generation = index.link.resolve()
     request = SearchRequest([0.0] * DIM, SparseTerms([1, 2], [1.0, 1.0]), ["hr"], 10)
-    assert index.search(request)  # answered from the engine's counts
+    expected = [(h.id, h.score) for h in index.search(request)]
+    (generation / TABLE_FILE).write_bytes(b"this is not a database" * 100)
     assert not is_fresh(index)
-    index.refresh_keyword_counts()  # nothing to count into: left for a write to replace
-    index.write([Upsert(corpus(documents=1))])
+    assert [(h.id, h.score) for h in index.search(request)] == expected  # engine's counts
+    index.refresh_keyword_counts()
+    assert_exact(index)
+
+    (generation / VERSION_FILE).write_bytes(b"this is not a database either" * 100)
+    assert not is_fresh(index)
+    index.write([Upsert(corpus(seed=3, documents=2))])
+    assert not (generation / TABLE_FILE).exists()
     index.refresh_keyword_counts()
     assert_exact(index)
 
