@@ -433,10 +433,20 @@ class EdgeIndex(Index):
             return
         self.label_counts.save(state[0], tally(self._pages(Where(), [Field.GROUPS, Field.TERMS])))
 
-    def _pages(self, where: Where, fields: list[str]) -> Iterator[list[Record]]:
+    def _pages(self, where: Where, fields: list[str]) -> Iterator[list[dict[str, Any]]]:
+        """The payload `fields` of the points matching `where`, a page at a time, each
+        page read in its own short hold of the shard (the engine's payloads as they come:
+        `record_of` per point would cost more than the engine's scroll itself)."""
         offset = None
         while True:
-            records, offset = self._page(where, fields, False, offset, COUNT_PAGE)
-            yield records
+            request = ScrollRequest(
+                offset=offset,
+                limit=COUNT_PAGE,
+                filter=_filter(where) if where.must or where.must_not else None,
+                with_payload=fields,
+            )
+            with self.shard() as shard:
+                points, offset = shard.scroll(request)
+            yield [point.payload or {} for point in points]
             if offset is None:
                 return

@@ -35,11 +35,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from assistant.errors import StoreError
-from assistant.index.base import Field, Record
+from assistant.index.base import Field
 from assistant.sqlite import transaction
 
 VERSION_FILE = "keyword-version.sqlite"  # the index's version, raised by every write
@@ -88,8 +89,8 @@ def _summed(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return unique, np.bincount(at, weights=counts, minlength=len(unique)).astype(np.int64)
 
 
-def tally(pages: Iterable[list[Record]]) -> Tally:
-    """Count pages of points read with their `groups` and `terms` payload fields. Each page
+def tally(pages: Iterable[list[dict[str, Any]]]) -> Tally:
+    """Count pages of points' payloads (their `groups` and `terms` fields). Each page
     is packed into numpy arrays as it comes (100,000 points hold millions of terms: as
     Python objects they would cost the garbage collector seconds), and the pairs are
     summed every COMPACT_AT of them, so memory follows the distinct (term, label) pairs,
@@ -111,7 +112,7 @@ def tally(pages: Iterable[list[Record]]) -> Tally:
         pending, held = [], 0
 
     for page in pages:
-        payloads = [record.payload for record in page]
+        payloads = page
         label = np.fromiter(
             (numbers.setdefault(label_of(p.get(Field.GROUPS)), len(numbers)) for p in payloads),
             dtype=np.uint64,
