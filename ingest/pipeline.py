@@ -295,6 +295,7 @@ class Ingestor:
                 if remote is not None:
                     fetched = list(remote.refresh().failed)
                 summary = self.sync(folder, progress, shard)
+                self.index.refresh_keyword_counts()  # the keyword IDF table, if a write staled it
             except (IngestRefused, SourceDown) as exc:  # the administration page and status
                 url = str(getattr(remote, "url", "")) if remote is not None else ""
                 stopped = {"root": str(folder), "refused": str(exc)}

@@ -20,7 +20,9 @@ differs: the translation, its lifecycle and writes, and its query.
 The keyword leg's IDF is computed per question over the chunks the asker may read
 (`visible_idf`, from counts filtered by the asker's groups), never over the whole index:
 an engine-side IDF (`modifier=Idf`) counts hidden chunks too, so an outsider's scores and
-order of passages would change with documents they cannot read.
+order of passages would change with documents they cannot read. The embedded backend
+takes the same counts from a table of document frequencies per ACL label when it is up
+to date (assistant/index/label_counts.py), and counts in the engine otherwise.
 
 This module imports nothing of Taimatsu's but the error tree and the model stamp.
 """
@@ -277,12 +279,24 @@ def visible_idf(terms: SparseTerms, count: Callable[[int | None], int]) -> Spars
     return SparseTerms(indices, [v * w for v, w in zip(values, weights, strict=True)])
 
 
-def keyword_weights(request: SearchRequest, count: Callable[[Where], int]) -> SparseTerms:
+TermCounts = Callable[[list[str], list[int]], "tuple[int, dict[int, int]] | None"]
+
+
+def keyword_weights(
+    request: SearchRequest, count: Callable[[Where], int], table: TermCounts | None = None
+) -> SparseTerms:
     """The keyword vector a request queries with: its terms weighted by `visible_idf`,
     counted by `count` with the asker's group filter (unweighted when the keyword leg
-    does not run)."""
+    does not run). `table(groups, terms)`: the same counts from a table kept per ACL
+    label (assistant/index/label_counts.py), or None when it is not up to date; then
+    `count` counts in the engine."""
     if request.legs == "dense":
         return request.terms
+    if table is not None and request.terms.indices:
+        found = table(request.groups, request.terms.indices)
+        if found is not None:
+            total, df = found
+            return visible_idf(request.terms, lambda t: total if t is None else df.get(t, 0))
     visible = groups_filter(request.groups)
 
     def holding(term: int | None) -> int:
@@ -416,6 +430,12 @@ class Index(ABC):
     def optimize(self) -> None:
         """Build the engine's vector and payload indexes now, as a long-lived index has
         them (a server does this itself)."""
+
+    @abstractmethod
+    def refresh_keyword_counts(self) -> None:
+        """Recount the keyword leg's document frequencies per ACL label if a write changed
+        the index since the last count (the end of an ingestion run calls this); a
+        backend without such a table counts per query."""
 
     @abstractmethod
     def engine_version(self) -> str | None:

@@ -80,6 +80,7 @@ from assistant.index.base import (
     with_terms,
 )
 from assistant.index.edge_lock import SharedShard, try_flock
+from assistant.index.label_counts import LabelCounts, tally
 
 _shared: dict[str, SharedShard] = {}
 _shared_guard = threading.Lock()
@@ -89,6 +90,7 @@ _shared_guard = threading.Lock()
 # besides the write itself (the engine may fill a new 32 MiB WAL segment or storage chunk
 # at any write), counted as WRITE_OVERHEAD times its points' bytes (WAL, storage, indexes).
 MIN_FREE_BYTES = 64 * 2**20
+COUNT_PAGE = 8192  # points per page of refresh_keyword_counts' scroll (~60 ms of shard)
 WRITE_OVERHEAD = 4
 
 
@@ -184,6 +186,7 @@ class EdgeIndex(Index):
         self.path = self.link / "shard"
         self.stamp_path = self.link / "stamp.json"
         self.lock_timeout = lock_timeout
+        self.label_counts = LabelCounts(self.link)  # the keyword leg's IDF, per ACL label
         self.description = f"embedded (qdrant-edge) in {self.data_dir.resolve()}"
         key = str(self.link.absolute())
         with _shared_guard:
@@ -352,6 +355,7 @@ class EdgeIndex(Index):
         self._check_room(operations)
         try:
             with self.shard(write=True) as shard:
+                self.label_counts.bump()  # before anything changes: the table is stale now
                 for operation in converted:
                     shard.update(operation)
                 shard.flush()
@@ -407,8 +411,42 @@ class EdgeIndex(Index):
         return {str(hit.value): int(hit.count) for hit in hits}
 
     def search(self, request: SearchRequest) -> list[Hit]:
-        """The asker's IDF counts and the query in one critical section."""
+        """The asker's IDF counts and the query in one critical section: from the table
+        per ACL label when it is counted at the index's version (no write can run while
+        the shard is held), else counted in the engine."""
         with self.shard() as shard:
-            terms = keyword_weights(request, lambda where: _count_on(shard, where))
+            terms = keyword_weights(
+                request, lambda where: _count_on(shard, where), self.label_counts.lookup
+            )
             points = shard.query(_query(request, terms))
         return hits_of(request, [record_of(p) for p in points])
+
+    def refresh_keyword_counts(self) -> None:
+        """Count every point's groups and terms, page by page (a writer may come in
+        between pages: the version read first, under the shard, then no longer matches and
+        the count is not stored — the next run counts again)."""
+        if not self.exists():
+            return
+        with self.shard():  # no write runs while it is held
+            state = self.label_counts.state()
+        if state is None or state[0] == state[1]:  # unreadable (a write replaces it), or fresh
+            return
+        self.label_counts.save(state[0], tally(self._pages(Where(), [Field.GROUPS, Field.TERMS])))
+
+    def _pages(self, where: Where, fields: list[str]) -> Iterator[list[dict[str, Any]]]:
+        """The payload `fields` of the points matching `where`, a page at a time, each
+        page read in its own short hold of the shard (the engine's payloads as they come:
+        `record_of` per point would cost more than the engine's scroll itself)."""
+        offset = None
+        while True:
+            request = ScrollRequest(
+                offset=offset,
+                limit=COUNT_PAGE,
+                filter=_filter(where) if where.must or where.must_not else None,
+                with_payload=fields,
+            )
+            with self.shard() as shard:
+                points, offset = shard.scroll(request)
+            yield [point.payload or {} for point in points]
+            if offset is None:
+                return

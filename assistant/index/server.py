@@ -457,6 +457,11 @@ class ServerIndex(Index):
     def optimize(self) -> None:
         """Nothing to do: the server builds its indexes itself."""
 
+    def refresh_keyword_counts(self) -> None:
+        """Nothing to do: the server's keyword IDF is counted per query (its writers are
+        other processes, on other hosts, with no lock a table's version could be raised
+        under; see assistant/index/label_counts.py)."""
+
     def engine_version(self) -> str | None:
         """The server's version, from its root endpoint on the configured URL."""
         try:

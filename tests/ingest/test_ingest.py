@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,12 @@ def test_reindex_rebuilds_from_the_sources(settings, corpus):
     assert result.returncode == 0, result.stderr
     (body,) = json_lines(result.stdout)
     assert body["reindexed"][0]["chunks_embedded"] == first["chunks_embedded"]
+    meta = {}  # the rebuilt index came with its keyword IDF table, counted at its version
+    for name in ("keyword-version.sqlite", "keyword-counts.sqlite"):
+        db = sqlite3.connect(settings.data_dir / "index" / name)
+        meta.update(db.execute("SELECT key, value FROM meta").fetchall())
+        db.close()
+    assert meta["counted"] == f"{meta['epoch']}:{meta['writes']}"
     again = run_cli("ingest", str(corpus), "--json", settings=settings)
     assert again.returncode == 0 and json_lines(again.stdout)[0]["unchanged"] == 8
     assert len(list((settings.data_dir / "generations").iterdir())) == 1

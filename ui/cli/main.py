@@ -155,6 +155,7 @@ def reindex(as_json: JsonOpt = False) -> None:
                     summaries.append(ingestor.sync(Path(root), progress))
         finally:
             ingestor.close()
+        staging.refresh_keyword_counts()  # the rebuilt index comes with its keyword IDF table
         index.promote(staging)
     if as_json:
         _print_json({"reindexed": [summary.as_json() for summary in summaries]})
