@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ingest.owners import PERSONAL_FOLDER
+
 MAX_RUNS = 500
 
 
@@ -71,12 +73,64 @@ def remember_source(data_dir: Path, root: str, state: dict[str, Any]) -> None:
     _write_atomic(data_dir / "sources.json", text)
 
 
-def ingest_status(data_dir: Path, permissions: str) -> dict[str, Any]:
+def last_run_by_source(data_dir: Path) -> dict[str, dict[str, Any]]:
+    """{root: the latest run over it} from the runs log (refused runs included); a
+    remote source's root is its copy's folder, the run carries its `url`."""
+    latest: dict[str, dict[str, Any]] = {}
+    for run in recent_runs(data_dir, MAX_RUNS):  # newest first
+        root = run.get("root")
+        if root and root not in latest:
+            latest[root] = run
+    return latest
+
+
+def run_outcome(run: dict[str, Any]) -> dict[str, Any]:
+    """What a run did, as counts: its failures counted, not listed."""
+    outcome = {name: run.get(name, 0) for name in ("added", "updated", "unchanged", "deleted")}
+    outcome["finished"] = run.get("finished")
+    outcome["failed"] = len(run.get("failed", []))
+    if run.get("refused"):
+        outcome["refused"] = run["refused"]
+    return outcome
+
+
+def ingest_status(
+    data_dir: Path, permissions: str, counts: dict[str, dict[str, int]] | None = None
+) -> dict[str, Any]:
     """For `taimatsu status`: the permission source set, what each folder's last run had
-    in force, and the last run (with its refusal, if it was refused)."""
+    in force, the last run (with its refusal, if it was refused), and each source —
+    every folder or URL the runs log or the index knows — with its documents and chunks
+    in the index (`counts`: {root: {"documents", "chunks"}}) and its last run."""
     last = recent_runs(data_dir, 1)
+    runs = last_run_by_source(data_dir)
+    counts = counts or {}
+    by_source, personal = [], []
+    personal_base = (data_dir / PERSONAL_FOLDER).resolve()
+    for root in sorted(set(runs) | set(counts)):
+        run = runs.get(root)
+        held = counts.get(root, {})
+        row = {
+            "source": (run or {}).get("url") or root,
+            "root": root,
+            "documents": held.get("documents", 0),
+            "chunks": held.get("chunks", 0),
+            "last_run": run_outcome(run) if run else None,
+        }
+        (personal if Path(root).parent == personal_base else by_source).append(row)
+    if personal:  # one line for every user's own uploads (ingest/personal.py)
+        ran = [row["last_run"] for row in personal if row["last_run"]]
+        by_source.append(
+            {
+                "source": f"personal uploads ({len(personal)} users)",
+                "root": str(personal_base),
+                "documents": sum(row["documents"] for row in personal),
+                "chunks": sum(row["chunks"] for row in personal),
+                "last_run": max(ran, key=lambda r: r.get("finished") or 0) if ran else None,
+            }
+        )
     return {
         "permissions": permissions,
         "sources": _sources(data_dir),
         "last_run": last[0] if last else None,
+        "by_source": by_source,
     }

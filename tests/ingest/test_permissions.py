@@ -92,11 +92,18 @@ def test_rules_that_were_in_force_and_are_gone_stop_the_run(settings, cached, fo
     assert "--allow-open" in status["ingest"]["last_run"]["refused"]
     assert status["ingest"]["permissions"] == "rules"
     assert "REFUSED: the rules file" in cli(settings, "status")[1]
+    (source,) = status["ingest"]["by_source"]  # each source: its counts and its last run
+    assert (source["source"], source["documents"]) == (str(folder.resolve()), 2)
+    assert source["chunks"] == open_index(settings).counts()["chunks"] > 0
+    assert "--allow-open" in source["last_run"]["refused"]
 
     # the explicit flag opens them, without embedding again
     code, stdout, _ = cli(settings, "ingest", str(folder), "--allow-open", "--json")
     opened = json_lines(stdout)[0]
     assert (opened["acl_updated"], opened["chunks_embedded"]) == (1, 0)
+    assert f"  {folder.resolve()}: 2 documents, " in cli(settings, "status")[1]
+    (source,) = json.loads(cli(settings, "status", "--json")[1])["ingest"]["by_source"]
+    assert "refused" not in source["last_run"] and source["last_run"]["unchanged"] == 2
     assert "hr/review.md" in seen_by(settings, cached, ["sales"])
     # and the next run has nothing left to refuse
     assert Ingestor(settings, cached).run(folder).unchanged == 2

@@ -121,6 +121,8 @@ def test_page_shows_the_index_the_runs_with_failures_and_health(admin_page, admi
     assert by_kind["Chunks"].sum() == counts["chunks"]
     docs_row = by_root[by_root["Folder"] == str(docs)].iloc[0]
     assert (docs_row["Documents"], docs_row["Chunks"]) == (8, counts["chunks"])
+    # each source with its last run beside its counts: when, what it did, its failures
+    assert docs_row["Last run"].endswith(" · +8 ~0 -0 · 1 Failed"), docs_row["Last run"]
 
     first_run = runs[runs["Folder"] == str(docs)].iloc[-1]
     assert (first_run["Added"], first_run["Failed"]) == (8, 1)

@@ -259,7 +259,9 @@ def status(as_json: JsonOpt = False) -> None:
     settings = Settings()
     report = collect(settings)
     report["ocr"] = ocr_status()
-    report["ingest"] = ingest_status(settings.data_dir, settings.permissions)
+    report["ingest"] = ingest_status(
+        settings.data_dir, settings.permissions, _counts_by_root(settings)
+    )
     if as_json:
         _print_json(report)
     else:
@@ -281,9 +283,39 @@ def status(as_json: JsonOpt = False) -> None:
             f"{' (' + ocr['reads'] + ')' if ocr['available'] else ' - ' + ocr.get('hint', '')}"
         )
         typer.echo(_ingest_line(report["ingest"]))
+        for source in report["ingest"]["by_source"]:
+            typer.echo(_source_line(source))
         for problem in filter(None, (index.get("error"), llm.get("error"))):
             typer.echo(f"  {problem}")
     raise typer.Exit(EXIT_OK if report["index"]["healthy"] else EXIT_FAILED)
+
+
+def _counts_by_root(settings: Settings) -> dict[str, dict[str, int]]:
+    """{root: {"documents", "chunks"}} of the index, or {} when it cannot be read (the
+    index line says why)."""
+    from assistant.index import open_index
+    from assistant.index.stats import index_stats
+
+    try:
+        rows = index_stats(open_index(settings))["by_root"]
+    except TaimatsuError:
+        return {}
+    return {row["root"]: {"documents": row["documents"], "chunks": row["chunks"]} for row in rows}
+
+
+def _source_line(source: dict[str, Any]) -> str:
+    line = f"  {source['source']}: {source['documents']} documents, {source['chunks']} chunks"
+    run = source["last_run"]
+    if run is None:
+        return line + "; no run recorded"
+    when = datetime.fromtimestamp(run.get("finished") or 0).astimezone()
+    line += f"; last run {when:%Y-%m-%d %H:%M}"
+    if run.get("refused"):
+        return line + f" REFUSED: {run['refused']}"
+    return line + (
+        f": {run['added']} added, {run['updated']} updated, {run['unchanged']} unchanged, "
+        f"{run['deleted']} deleted, {run['failed']} failed"
+    )
 
 
 def _ingest_line(ingest: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from assistant.errors import TaimatsuError
 from assistant.index import Index, groups_in_index, index_stats
 from assistant.settings import EVERYONE, Settings
 from assistant.status import collect
-from ingest.runs import recent_runs
+from ingest.runs import last_run_by_source, recent_runs, run_outcome
 from ui.web import admin_jobs as jobs
 from ui.web.admin_progress import poll, say, show_failures, show_steps
 from ui.web.admin_upload import render_upload
@@ -56,7 +56,21 @@ def _generation(settings: Settings) -> str:
     return f"{job.id}:{job.finished}" if job else ""
 
 
-def show_index(stats: dict[str, Any]) -> None:
+def _last_run(run: dict[str, Any] | None) -> str:
+    """A source's last run in one cell: when, then what it did or why it was refused."""
+    if run is None:
+        return ""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.get("finished") or 0))
+    if run.get("refused"):
+        return f"{when} · {t('admin_refused_short')}"
+    outcome = run_outcome(run)
+    done = f"+{outcome['added']} ~{outcome['updated']} -{outcome['deleted']}"
+    failed = f" · {outcome['failed']} {t('admin_col_failed')}" if outcome["failed"] else ""
+    return f"{when} · {done}{failed}"
+
+
+def show_index(stats: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
+    """`runs`: each source folder's last run (ingest/runs.py), shown beside its counts."""
     st.subheader(t("admin_index"))
     if "error" in stats:
         st.error(plain(f"{t('admin_index_error')}: {stats['error']}"))
@@ -79,7 +93,9 @@ def show_index(stats: dict[str, Any]) -> None:
     with by_root:
         st.markdown(f"**{t('admin_by_root')}**")
         rows = [
-            {k: row[v] for k, v in counts.items()} | {t("admin_col_root"): row["root"]}
+            {k: row[v] for k, v in counts.items()}
+            | {t("admin_col_last_run"): _last_run(runs.get(row["root"]))}
+            | {t("admin_col_root"): (runs.get(row["root"]) or {}).get("url") or row["root"]}
             for row in stats["by_root"]
         ]
         st.dataframe(rows, hide_index=True, width="stretch")
@@ -209,7 +225,7 @@ def render(settings: Settings, user: User, answerer: Answerer) -> None:
     settings_json = settings.model_dump_json()
     health = _health(settings_json)
     stats = _stats(settings_json, index, _generation(settings))
-    show_index(stats)
+    show_index(stats, last_run_by_source(settings.data_dir))
     show_health(settings, stats, health)
     show_sync(settings, index)
     render_upload(settings, sorted({EVERYONE, *settings.default_groups, *stats.get("groups", [])}))

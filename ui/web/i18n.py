@@ -71,6 +71,11 @@ STRINGS: dict[str, dict[str, str]] = {
     "admin_by_root": {"en": "By source folder", "ja": "取り込み元フォルダ別"},
     "admin_col_kind": {"en": "Type", "ja": "形式"},
     "admin_col_root": {"en": "Folder", "ja": "フォルダ"},
+    "admin_col_last_run": {"en": "Last run", "ja": "最終実行"},
+    "admin_refused_short": {
+        "en": "refused (see the runs below)",
+        "ja": "中止（下の実行履歴を参照）",
+    },
     "admin_backend": {"en": "Stored in", "ja": "保存先"},
     "admin_model": {"en": "Embedding model", "ja": "埋め込みモデル"},
     "admin_no_index": {
