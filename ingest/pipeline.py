@@ -7,6 +7,15 @@ files are parsed, chunked and embedded with the index closed; their points are t
 written in short critical sections, each document as one upsert followed by the removal
 of its other versions. A file that fails is reported and skipped, and its indexed
 version, if any, is kept. One run at a time per index (a lock file in the data folder).
+
+A run can be cancelled (ingest/runs.py: a request in the data folder, from the
+administration page): before every file it looks for a request made since it was
+started; then it embeds and writes what it has queued, deletes nothing,
+records itself as cancelled and raises IngestCancelled. The next run finds the written
+documents unchanged and does the rest. What a run holds for the whole tree is per-file
+bookkeeping only (the listing's paths, the index's manifest: path, hashes and groups per
+document, and the hash-to-path map); file contents and chunks are held for the file at
+hand and the one read ahead, and for at most TAIMATSU_EMBED_QUEUE chunks in the queue.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from assistant import sparse
 from assistant.embedder import Embedder, TextEmbedder, local_options
 from assistant.errors import (
     IngestBusy,
+    IngestCancelled,
     IngestError,
     IngestRefused,
     ParseError,
@@ -54,10 +64,17 @@ from ingest.parsing import Section, parse
 from ingest.parsing.isolation import ParserWorker
 from ingest.permissions import Permissions, refuse_lost_rules, rules_for_folder
 from ingest.remote.mirror import Mirror
-from ingest.runs import record_run, remember_source, source_state
+from ingest.runs import (
+    CancelWatch,
+    live_progress,
+    record_run,
+    remember_source,
+    source_state,
+)
 
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")
+LIVE_SECONDS = 1.0  # how often a run writes its progress file
 
 
 class Refresh(Protocol):
@@ -223,6 +240,7 @@ class Ingestor:
         self._to_embed: list[tuple[str, str, str, list[Chunk], str, list[str]]] = []
         self._worker: ParserWorker | None = None
         self._mirror: Mirror | None = None  # the run's folder, when it copies a remote source
+        self._since_ns: int | None = None  # cancel requests from then on stop the run
 
     @property
     def worker(self) -> ParserWorker | None:
@@ -285,10 +303,13 @@ class Ingestor:
         progress: Progress | None = None,
         shard: Shard | None = None,
         remote: Refresh | None = None,
+        since: float | None = None,
     ) -> Summary:
         """One run, exclusive on this index (or on this shard of the sources). `remote`:
         the source `folder` mirrors, fetched first (ingest/remote); a source that is down
-        stops the run there."""
+        stops the run there. A cancel request made after `since` (time.time(); default:
+        now, before waiting for the lock) stops it."""
+        self._since_ns = int(since * 1e9) if since is not None else time.time_ns()
         with ingest_lock(self.settings, shard):
             fetched: list[dict[str, str]] = []
             try:
@@ -300,6 +321,9 @@ class Ingestor:
                 url = str(getattr(remote, "url", "")) if remote is not None else ""
                 stopped = {"root": str(folder), "refused": str(exc)}
                 record_run(self.settings.data_dir, {**stopped, **({"url": url} if url else {})})
+                raise
+            except IngestCancelled as exc:
+                record_run(self.settings.data_dir, {**exc.summary, "cancelled": str(exc)})
                 raise
             finally:
                 self.close()
@@ -385,24 +409,20 @@ class Ingestor:
             source = display_path(path.relative_to(root_path))
             return self._read(path, indexed.get(source), by_hash, limit)
 
-        ahead: _Read | None = None
-        for i, path in enumerate(files):
-            source = display_path(path.relative_to(root_path))
-            summary.files_seen += 1
-            item = ahead if ahead is not None else read(path)
-            ahead = read(files[i + 1]) if i + 1 < len(files) else None
-            if not item.will_parse:  # the parser is free now; a file to parse frees it later
-                self._parse_ahead(ahead)
-            self._one(root, item, source, indexed.get(source), by_hash, permissions, summary, ahead)
-            # chunks are embedded across documents: fuller, length-sorted model batches
-            if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
-                self._embed_queued()
-            if self._pending_points >= self.settings.write_batch:
-                self._flush()
-            if progress:  # a file is done once its chunks are embedded (or it needs none)
-                queued = sum(len(doc[3]) for doc in self._to_embed)
-                done = summary.files_seen - len(self._to_embed)
-                progress(done, len(files), summary.chunks_embedded - queued)
+        name = f"-{shard.number}-of-{shard.count}" if shard else ""
+        with live_progress(self.settings.data_dir, name, root) as live:
+            self._each_file(
+                root_path,
+                files,
+                read,
+                indexed,
+                by_hash,
+                permissions,
+                summary,
+                live,
+                progress,
+                started,
+            )
         for source in doomed:
             self._pending.append(DeleteDocument(root, source))
             summary.deleted += 1
@@ -416,6 +436,64 @@ class Ingestor:
             progress(len(files), len(files), summary.chunks_embedded)
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
+
+    def _each_file(
+        self,
+        root_path: Path,
+        files: list[Path],
+        read: Callable[[Path], _Read],
+        indexed: dict[str, DocInfo],
+        by_hash: dict[str, str],
+        permissions: Permissions,
+        summary: Summary,
+        live: Progress,
+        progress: Progress | None,
+        started: float,
+    ) -> None:
+        """Every listed file in turn, its chunks embedded and written in batches; after
+        each, a cancel request is looked for, and about once a second the run's progress
+        file is written."""
+        root = str(root_path)
+        since = self._since_ns or time.time_ns() - int((time.monotonic() - started) * 1e9)
+        cancel = CancelWatch(self.settings.data_dir, since)
+        next_live = 0.0
+        ahead: _Read | None = None
+        for i, path in enumerate(files):
+            source = display_path(path.relative_to(root_path))
+            summary.files_seen += 1
+            item = ahead if ahead is not None else read(path)
+            ahead = read(files[i + 1]) if i + 1 < len(files) else None
+            if not item.will_parse:  # the parser is free now; a file to parse frees it later
+                self._parse_ahead(ahead)
+            self._one(root, item, source, indexed.get(source), by_hash, permissions, summary, ahead)
+            # chunks are embedded across documents: fuller, length-sorted model batches
+            if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
+                self._embed_queued()
+            if (
+                self._pending_points >= self.settings.write_batch
+                or len(self._pending) >= self.settings.write_batch  # access changes, repairs
+            ):
+                self._flush()
+            queued = sum(len(doc[3]) for doc in self._to_embed)
+            done = summary.files_seen - len(self._to_embed)
+            chunks = summary.chunks_embedded - queued
+            if progress:  # a file is done once its chunks are embedded (or it needs none)
+                progress(done, len(files), chunks)
+            if time.monotonic() >= next_live:
+                next_live = time.monotonic() + LIVE_SECONDS
+                live(done, len(files), chunks)
+            if cancel.requested():
+                self._cancel(summary, len(files), started)
+
+    def _cancel(self, summary: Summary, total: int, started: float) -> None:
+        """Write what is queued, then stop the run (nothing is deleted)."""
+        self._flush()
+        summary.seconds = round(time.monotonic() - started, 3)
+        raise IngestCancelled(
+            f"the ingestion of {summary.root} was cancelled after {summary.files_seen} of "
+            f"{total} files; what it indexed is kept and the next run does the rest",
+            summary.as_json(),
+        )
 
     def _one(
         self,
