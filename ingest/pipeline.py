@@ -1,7 +1,9 @@
 """One ingestion run: a folder in, the index brought in line with it.
 
 A document's identity is its path relative to the folder; its version is the sha256 of
-its bytes. Unchanged files cost a read and a hash. A file whose bytes are already
+its bytes. Unchanged files cost a stat: a file whose size, modification and change time
+are the ones recorded with its indexed version is not read (TAIMATSU_TRUST_FILE_STAT);
+any other is read and hashed, and is unchanged if its hash is. A file whose bytes are already
 indexed under another path (a move or a copy) reuses those vectors. New and changed
 files are parsed, chunked and embedded with the index closed; their points are then
 written in short critical sections, each document as one upsert followed by the removal
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -129,6 +132,17 @@ def display_path(relative: Path) -> str:
     return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def source_of(path: Path, root: Path) -> str:
+    """display_path(path.relative_to(root)), by cutting the string for the paths the
+    listing made under root: a re-run of 100,000 files spent more time in
+    Path.relative_to than in reading the index's manifest."""
+    text, prefix = os.fspath(path), os.fspath(root).rstrip(os.sep) + os.sep
+    if not text.startswith(prefix):
+        return display_path(path.relative_to(root))
+    raw = text[len(prefix) :].replace(os.sep, "/")
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def walk(root: Path) -> Iterator[Path]:
     """Supported files under root, sorted (ingest/listing.py)."""
     yield from list_folder(root).files
@@ -202,6 +216,7 @@ class _Read:
     doc_hash: str = ""
     error: str | None = None
     will_parse: bool = False
+    stat: tuple[int, int, int] | None = None  # size, mtime_ns, ctime_ns when read
 
     @property
     def key(self) -> tuple[str, str]:
@@ -237,7 +252,10 @@ class Ingestor:
         self._chunker: Chunker | None = None
         self._pending: list[Operation] = []
         self._pending_points = 0
-        self._to_embed: list[tuple[str, str, str, list[Chunk], str, list[str]]] = []
+        # (root, source, hash, chunks, kind, groups, file stat) of documents to embed
+        self._to_embed: list[
+            tuple[str, str, str, list[Chunk], str, list[str], tuple[int, int, int] | None]
+        ] = []
         self._worker: ParserWorker | None = None
         self._mirror: Mirror | None = None  # the run's folder, when it copies a remote source
         self._since_ns: int | None = None  # cancel requests from then on stop the run
@@ -271,11 +289,16 @@ class Ingestor:
 
     def _read(self, path: Path, info: DocInfo | None, by_hash: dict[str, str], limit: int) -> _Read:
         try:
-            size = path.stat().st_size
-            if size > limit:
+            found = path.stat()
+            stat = (found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+            if info is not None and self.settings.trust_file_stat:
+                known = info.stats.get(stat)
+                if known in info.hashes:  # the file as it was when indexed: not read
+                    return _Read(path, doc_hash=known, stat=stat)
+            if found.st_size > limit:
                 raise ParseError(
-                    f"{size / 2**20:.0f} MB is over the {self.settings.max_file_mb:g} MB "
-                    "limit (TAIMATSU_MAX_FILE_MB)"
+                    f"{found.st_size / 2**20:.0f} MB is over the "
+                    f"{self.settings.max_file_mb:g} MB limit (TAIMATSU_MAX_FILE_MB)"
                 )
             data = path.read_bytes()
         except ParseError as exc:
@@ -287,7 +310,7 @@ class Ingestor:
         will_parse = not (info and doc_hash in info.hashes) and not (
             twin is not None and Path(twin).suffix.lower() == path.suffix.lower()
         )
-        return _Read(path, data, doc_hash, will_parse=will_parse)
+        return _Read(path, data, doc_hash, will_parse=will_parse, stat=stat)
 
     @property
     def chunker(self) -> Chunker:
@@ -383,13 +406,15 @@ class Ingestor:
         )
         by_hash = {h: source for source, info in everything.items() for h in info.hashes}
         indexed = {s: i for s, i in everything.items() if shard is None or shard.owns(s)}
-        files = [
-            path
-            for path in listing.files
-            if shard is None or shard.owns(display_path(path.relative_to(root_path)))
-        ]
+        files: list[Path] = []
+        sources: list[str] = []
+        for path in listing.files:
+            source = source_of(path, root_path)
+            if shard is None or shard.owns(source):
+                files.append(path)
+                sources.append(source)
         unlisted = [display_path(f.relative_to(root_path)) for f in listing.unlisted]
-        listed = {display_path(path.relative_to(root_path)) for path in files}
+        listed = set(sources)
         doomed = sorted(s for s in set(indexed) - listed if not under(s, unlisted))
         owned = [s for s in known if shard is None or shard.owns(s)]
         lost = [s for s in owned if s not in listed and not under(s, unlisted)]
@@ -405,15 +430,15 @@ class Ingestor:
         self.index.ensure(self.embedder.stamp)
         limit = int(self.settings.max_file_mb * 1024 * 1024)
 
-        def read(path: Path) -> _Read:
-            source = display_path(path.relative_to(root_path))
-            return self._read(path, indexed.get(source), by_hash, limit)
+        def read(i: int) -> _Read:
+            return self._read(files[i], indexed.get(sources[i]), by_hash, limit)
 
         name = f"-{shard.number}-of-{shard.count}" if shard else ""
         with live_progress(self.settings.data_dir, name, root) as live:
             self._each_file(
                 root_path,
                 files,
+                sources,
                 read,
                 indexed,
                 by_hash,
@@ -441,7 +466,8 @@ class Ingestor:
         self,
         root_path: Path,
         files: list[Path],
-        read: Callable[[Path], _Read],
+        sources: list[str],
+        read: Callable[[int], _Read],
         indexed: dict[str, DocInfo],
         by_hash: dict[str, str],
         permissions: Permissions,
@@ -458,11 +484,10 @@ class Ingestor:
         cancel = CancelWatch(self.settings.data_dir, since)
         next_live = 0.0
         ahead: _Read | None = None
-        for i, path in enumerate(files):
-            source = display_path(path.relative_to(root_path))
+        for i, source in enumerate(sources):
             summary.files_seen += 1
-            item = ahead if ahead is not None else read(path)
-            ahead = read(files[i + 1]) if i + 1 < len(files) else None
+            item = ahead if ahead is not None else read(i)
+            ahead = read(i + 1) if i + 1 < len(files) else None
             if not item.will_parse:  # the parser is free now; a file to parse frees it later
                 self._parse_ahead(ahead)
             self._one(root, item, source, indexed.get(source), by_hash, permissions, summary, ahead)
@@ -531,7 +556,7 @@ class Ingestor:
         # parser: the parser goes by the extension (notes.txt renamed notes.md is parsed anew)
         twin = by_hash.get(doc_hash)
         if twin is not None and Path(twin).suffix.lower() == item.path.suffix.lower():
-            reused = self._reuse(root, twin, source, doc_hash, groups)
+            reused = self._reuse(root, twin, source, doc_hash, groups, item.stat)
             if reused:
                 summary.chunks_reused += reused
                 self._count_new(summary, versions)
@@ -554,7 +579,8 @@ class Ingestor:
         if not chunks:
             summary.failed.append({"source": source, "error": "no text found"})
             return
-        self._queue_document(root, source, doc_hash, chunks, item.path.suffix.lower(), groups)
+        kind = item.path.suffix.lower()
+        self._queue_document(root, source, doc_hash, chunks, kind, groups, item.stat)
         summary.chunks_embedded += len(chunks)
         self._count_new(summary, versions)
 
@@ -565,7 +591,15 @@ class Ingestor:
         else:
             summary.added += 1
 
-    def _reuse(self, root: str, old: str, source: str, doc_hash: str, groups: list[str]) -> int:
+    def _reuse(
+        self,
+        root: str,
+        old: str,
+        source: str,
+        doc_hash: str,
+        groups: list[str],
+        stat: tuple[int, int, int] | None,
+    ) -> int:
         self._flush()  # the old points must be readable
         old_points = self.index.points_of(root, old, doc_hash)
         if not old_points:
@@ -577,7 +611,13 @@ class Ingestor:
                 p.dense,
                 p.sparse,
                 self._with_url(
-                    {**p.payload, Field.SOURCE: source, Field.GROUPS: groups, Field.INDEXED_AT: now}
+                    {
+                        **p.payload,
+                        Field.SOURCE: source,
+                        Field.GROUPS: groups,
+                        Field.INDEXED_AT: now,
+                        Field.FILE_STAT: list(stat) if stat else None,
+                    }
                 ),
             )
             for n, p in enumerate(old_points)
@@ -601,8 +641,9 @@ class Ingestor:
         chunks: list[Chunk],
         kind: str,
         groups: list[str],
+        stat: tuple[int, int, int] | None = None,
     ) -> None:
-        self._to_embed.append((root, source, doc_hash, chunks, kind, groups))
+        self._to_embed.append((root, source, doc_hash, chunks, kind, groups, stat))
 
     def _embed_queued(self) -> None:
         """Embed the queued documents' chunks in one call, then queue their writes: each
@@ -611,7 +652,7 @@ class Ingestor:
         texts = [chunk.embed_text for doc in queued for chunk in doc[3]]
         vectors = iter(self.embedder.embed(texts))
         now = time.time()
-        for root, source, doc_hash, chunks, kind, groups in queued:
+        for root, source, doc_hash, chunks, kind, groups, stat in queued:
             points = []
             for n, chunk in enumerate(chunks):
                 keyword = sparse.embed_document(chunk.embed_text)
@@ -627,6 +668,7 @@ class Ingestor:
                     Field.KIND: kind.lstrip("."),
                     Field.GROUPS: groups,
                     Field.INDEXED_AT: now,
+                    Field.FILE_STAT: list(stat) if stat else None,
                 }
                 payload = self._with_url(payload)
                 points.append(
