@@ -1,6 +1,8 @@
-"""A company-sized share, generated, then ingested twice with the real CLI.
+"""A company-sized share, generated, then ingested with the real CLI: a first run and two
+unchanged re-runs.
 
     python bench/share.py OUT [--files 100000] [--data DIR] [--generate-only] [--runtime R]
+                              [--seed]
 
 1. Generates OUT (skipped when OUT already holds the same number of files from this
    script): N files of real text from the Debian documentation on this machine
@@ -11,11 +13,12 @@
    nested department/topic/year folders with Japanese names (営業部/議事録/2024/…).
    Deterministic: the same machine and N give the same share. Files are mostly small,
    so that a 100,000-file run fits in hours, not days, on 2 cores.
-2. Runs `taimatsu ingest OUT` into a fresh data folder (the first run), then again
-   (nothing changed), each as its own process, and prints: files, chunks, first-run
-   seconds, chunks/s, files/s, the peak resident memory of the ingest process tree
-   (the CLI plus its parsing worker, polled with psutil), and the unchanged re-run's
-   seconds and peak memory.
+2. Runs `taimatsu ingest OUT` into a fresh data folder (the first run), then twice
+   over the unchanged share (the default, then TAIMATSU_TRUST_FILE_STAT=false: every
+   file read and hashed), each as its own process, and prints: files, chunks, first-run
+   seconds (wall clock, process start included), chunks/s, files/s, the peak resident
+   memory of the ingest process tree (the CLI plus its parsing worker, polled with
+   psutil every 0.5 s), and the unchanged re-runs' seconds and peak memory.
 
 With `--seed`, for a share whose first run cannot finish on the machine at hand (100,000
 files embed in hours on 2 shared cores), the first run is replaced by filling the index
