@@ -21,6 +21,7 @@ engine, httpx, the parsers' libraries) are translated into these where they are 
     │   ├── IngestBusy         another run holds this index (exit code 4)
     │   ├── SourceDown         a site, WebDAV store or mailbox cannot be reached or
     │   │                      refused the credentials; nothing was changed
+    │   ├── IngestCancelled    the run was asked to stop; it wrote what it had (exit code 5)
     │   └── IngestRefused      the run would open documents to everyone or delete most
     │                          of them; it stopped before writing (an explicit flag allows)
     ├── AclError               an ACL file that cannot be used (nothing is ingested)
@@ -42,6 +43,7 @@ __all__ = [
     "EmbeddingUnavailable",
     "GoldError",
     "IngestBusy",
+    "IngestCancelled",
     "IngestError",
     "IngestRefused",
     "LLMUnavailable",
@@ -129,6 +131,16 @@ class SourceDown(IngestError):
     """A remote source (site, WebDAV store, mailbox) cannot be reached, refused the
     credentials or answered with a server error: the run stopped before changing its
     copy or the index."""
+
+
+class IngestCancelled(IngestError):
+    """The run was asked to stop (the administration page's button) and stopped between
+    two files, after writing what it had embedded; `summary` is what it did until then
+    (the pipeline's Summary as JSON). The next run does the rest."""
+
+    def __init__(self, message: str, summary: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 class IngestRefused(IngestError):

@@ -224,6 +224,12 @@ class Settings(BaseSettings):
     ingest_wait: float = Field(
         0.0, ge=0, description="Seconds a run waits for another run on the same index to end."
     )
+    trust_file_stat: bool = Field(
+        True,
+        description="A file whose size, modification time and change time are the ones the "
+        "index recorded is taken as unchanged without reading it; false reads and hashes "
+        "every file on every run (a change that keeps all three is then seen too).",
+    )
     lock_timeout: float = Field(
         30.0, ge=0, description="Seconds to wait for the embedded store held by another process."
     )

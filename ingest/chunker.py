@@ -28,11 +28,13 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.node_parser.text.utils import split_by_char, split_by_sep
+from typing import TYPE_CHECKING
 
 from ingest.parsing import Section
+
+if TYPE_CHECKING:  # imported when the first file is split: llama-index takes seconds to
+    # import, and a run over unchanged files (the common cron run) splits nothing
+    from llama_index.core.node_parser import SentenceSplitter
 
 _CLOSERS = "\"'”’)）]」』】〕》〉"
 _CLOSING = f"[{re.escape(_CLOSERS)}]*"  # quotes and brackets that close a sentence
@@ -166,6 +168,9 @@ class Chunker:
 
     def _splitter(self, size: int) -> SentenceSplitter:
         if size not in self._splitters:
+            from llama_index.core.node_parser import SentenceSplitter
+            from llama_index.core.node_parser.text.utils import split_by_char, split_by_sep
+
             self._splitters[size] = SentenceSplitter(
                 chunk_size=size,
                 chunk_overlap=min(self.overlap, size // 4),

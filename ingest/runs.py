@@ -5,13 +5,22 @@ failures and refusals). Bounded: the oldest lines are dropped past MAX_RUNS.
 And what each source's last finished run had in force, in `<data_dir>/sources.json`
 ({root: {"permissions": ..., "rules": the rules file or null}}): a later run compares
 with it, so that rules that were in force and are gone stop the run instead of opening
-every document (ingest/permissions.py)."""
+every document (ingest/permissions.py).
+
+And the runs going on now: each writes `<data_dir>/ingest-progress[-I-of-N].json` (its
+process, folder, files done and total, chunks) about once a second and removes it when
+it ends, so the administration page shows the progress of a run it did not start (the
+cron's), files/s and ETA; and a cancel request, `<data_dir>/ingest.cancel` holding the
+time it was made, which every run that started before that time honours between two
+files (a run started later is not affected, so a stale request never stops one)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +143,84 @@ def ingest_status(
         "last_run": last[0] if last else None,
         "by_source": by_source,
     }
+
+
+CANCEL_FILE = "ingest.cancel"
+LIVE_GLOB = "ingest-progress*.json"
+
+
+def request_cancel(data_dir: Path) -> None:
+    """Ask every ingestion run on this index that is going on now to stop."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(data_dir / CANCEL_FILE, f"{time.time_ns()}\n")
+
+
+class CancelWatch:
+    """Whether a cancel request was made at or after `since_ns` (the run's start), asked
+    before every file: a stat, and a read only when the request file changed."""
+
+    def __init__(self, data_dir: Path, since_ns: int) -> None:
+        self.path = data_dir / CANCEL_FILE
+        self.since_ns = since_ns
+        self._seen: tuple[int, int] | None = None
+        self._requested = False
+
+    def requested(self) -> bool:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return False
+        if (stat.st_mtime_ns, stat.st_ino) != self._seen:
+            self._seen = (stat.st_mtime_ns, stat.st_ino)
+            try:
+                made = int(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                made = 0
+            self._requested = made >= self.since_ns
+        return self._requested
+
+
+@contextmanager
+def live_progress(data_dir: Path, name: str, root: str) -> Iterator[Any]:
+    """A run's progress file for the time of the run: yields `update(done, total, chunks)`
+    (the caller decides how often; about once a second), removed when the run ends."""
+    path = data_dir / f"ingest-progress{name}.json"
+    state = {"pid": os.getpid(), "root": root, "started": time.time()}
+
+    def update(done: int, total: int, chunks: int) -> None:
+        state.update(done=done, total=total, chunks=chunks, updated=time.time())
+        with suppress(OSError):  # progress is for show: a full disk must not stop the run
+            _write_atomic(path, json.dumps(state, ensure_ascii=False))
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    update(0, 0, 0)
+    try:
+        yield update
+    finally:
+        with suppress(OSError):
+            path.unlink()
+
+
+def live_runs(data_dir: Path) -> list[dict[str, Any]]:
+    """The runs going on now on this machine (their progress files whose process is
+    alive; a crashed run's file is skipped), oldest first."""
+    runs = []
+    for path in sorted(Path(data_dir).glob(LIVE_GLOB)):
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            pid = int(state["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _alive(pid):
+            runs.append(state)
+    return sorted(runs, key=lambda state: state.get("started", 0))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

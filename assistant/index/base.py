@@ -68,6 +68,9 @@ class Field:
     GROUPS: Final = "groups"  # who may read the document
     INDEXED_AT: Final = "indexed_at"  # when this version was written (epoch seconds)
     URL: Final = "url"  # the page or item a mirrored document copies (remote sources)
+    # [size, mtime_ns, ctime_ns] of the file this version was read from: a re-run that
+    # finds the same three skips reading and hashing it (absent in older indexes)
+    FILE_STAT: Final = "file_stat"
     TERMS: Final = "terms"  # the keyword vector's term ids (for visible_idf's counts)
 
 
@@ -151,12 +154,14 @@ def make_hit(
 
 @dataclass
 class DocInfo:
-    """What the index holds of one document: its versions, who may read it, and how many
-    chunks its latest-read version has."""
+    """What the index holds of one document: its versions, who may read it, how many
+    chunks its latest-read version has, and the file stat each version was read with
+    (Field.FILE_STAT), where recorded."""
 
     hashes: set[str] = field(default_factory=set)
     groups: list[str] = field(default_factory=list)
     chunks: int = 0
+    stats: dict[tuple[int, ...], str] = field(default_factory=dict)  # stat -> hash
 
 
 # Write operations, applied in order by Index.write().
@@ -494,13 +499,15 @@ class Index(ABC):
             return {}
         found: dict[str, DocInfo] = {}
         where = Where((Match(Field.ROOT, root), FIRST_CHUNK))
-        fields = [Field.SOURCE, Field.DOC_HASH, Field.GROUPS, Field.CHUNKS]
+        fields = [Field.SOURCE, Field.DOC_HASH, Field.GROUPS, Field.CHUNKS, Field.FILE_STAT]
         for record in self._records(where, fields):
             payload = record.payload
             info = found.setdefault(payload[Field.SOURCE], DocInfo())
             info.hashes.add(payload[Field.DOC_HASH])
             info.groups = list(payload.get(Field.GROUPS) or [])
             info.chunks = int(payload.get(Field.CHUNKS) or 0)
+            if payload.get(Field.FILE_STAT):
+                info.stats[tuple(payload[Field.FILE_STAT])] = payload[Field.DOC_HASH]
         return found
 
     def document_groups(self, root: str, source: str) -> list[str] | None:

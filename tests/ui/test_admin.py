@@ -414,3 +414,57 @@ def test_a_refused_run_is_shown_with_its_sentence(monkeypatch, tmp_path):
     assert any(
         line.startswith("The run over /srv/share (") and line.endswith(reason) for line in errors
     ), errors
+
+
+def test_a_sync_is_cancelled_from_the_page_and_listed_as_cancelled(admin_page, admin_env):
+    """The page's own job: cancelled while it waits for the index, it stops after its
+    first file; the other folders wait for the next sync; the runs table says so."""
+    settings, docs = admin_env
+    app = admin_page(closed_port_url())
+    with ingest_lock(settings):  # the scheduled run holds the index: the job waits
+        app.button(key="admin-sync").click().run()
+        app.button(key="admin-cancel").click().run()
+        assert not app.exception, app.exception
+        assert texts(app.info)[-1].startswith("Cancel requested: the running ingestion stops")
+    job = finish(settings)
+    (step,) = job.steps
+    assert step.cancelled and step.folder == str(docs)
+    assert step.error.startswith(f"the ingestion of {docs} was cancelled after 1 of ")
+    app.run()
+    assert f"{docs}: {step.error}" in texts(app.warning)
+    assert f"The run over {docs} (" in texts(app.warning)[-1]
+    assert texts(app.warning)[-1].endswith(f"was cancelled: {step.error}")
+    with pytest.raises(KeyError):  # nothing runs: no button to cancel
+        app.button(key="admin-cancel")
+
+
+def test_another_process_run_shows_its_rate_and_can_be_cancelled(admin_page, admin_env):
+    """A run of another process (the cron's) is found by its progress file: the page
+    shows files/s and the time left, and its button writes the cancel request."""
+    import json
+    import subprocess
+    import time
+
+    from ingest.runs import CancelWatch
+
+    settings, docs = admin_env
+    data = Path(settings.data_dir)
+    with subprocess.Popen(["sleep", "120"]) as other:
+        now = time.time()
+        state = {"pid": other.pid, "root": "/srv/share", "started": now - 100}
+        state |= {"done": 500, "total": 1500, "chunks": 800, "updated": now}
+        (data / "ingest-progress.json").write_text(json.dumps(state), "utf-8")
+        try:
+            app = admin_page(closed_port_url())
+            (bar,) = app.progress
+            assert literal(bar.text) == (
+                "Another process's ingestion (the schedule's) /srv/share: 500/1500 files, "
+                "800 chunks embedded, 5.0 files/s, about 200 s left"
+            )
+            watch = CancelWatch(data, time.time_ns())
+            assert not watch.requested()
+            app.button(key="admin-cancel").click().run()
+            assert watch.requested()  # the run over there stops at its next file
+        finally:
+            other.kill()
+            (data / "ingest-progress.json").unlink()

@@ -18,10 +18,10 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from assistant.errors import IngestBusy, TaimatsuError
+from assistant.errors import IngestBusy, IngestCancelled, TaimatsuError
 from assistant.settings import settings_problem
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
 
 # libraries that narrate recoverable trouble (pypdf: "EOF marker not found"); the file's
 # own failure, if any, is reported once as a `failed:` line
@@ -54,7 +54,8 @@ def _disk_full(exc: OSError) -> typer.Exit:
 
 class Commands(TyperGroup):
     """A command group that catches, once for all its commands, what a person can act on:
-    a TaimatsuError (IngestBusy: its sentence and exit code 4; any other: one
+    a TaimatsuError (IngestBusy: its sentence and exit code 4; IngestCancelled: its
+    sentence and exit code 5; any other: one
     `taimatsu: error:` line, exit code 1), a setting that does not validate, a missing
     file, a full disk. Anything else is a
     bug and keeps its traceback."""
@@ -65,6 +66,9 @@ class Commands(TyperGroup):
         except IngestBusy as exc:
             typer.echo(f"taimatsu: {exc}", err=True)
             raise typer.Exit(EXIT_BUSY) from None
+        except IngestCancelled as exc:
+            typer.echo(f"taimatsu: {exc}", err=True)
+            raise typer.Exit(EXIT_CANCELLED) from None
         except (TaimatsuError, FileNotFoundError) as exc:
             raise fail(str(exc)) from None
         except ValidationError as exc:  # a TAIMATSU_* setting of the wrong kind

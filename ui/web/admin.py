@@ -1,6 +1,8 @@
 """The administration page (administrators only): what the index holds (documents and
 chunks, by file type and by source folder), the health of the index and of the model server, the
 last ingestion runs and their failures, "Sync now", and uploads (ui/web/admin_upload.py).
+While an ingestion runs — the page's own, or another process's such as the cron's — its
+progress (files, chunks, files/s, ETA) is shown with a button that cancels it.
 
 Long work runs in the background (ui/web/admin_jobs.py) and shows its progress here. Names
 of files and folders, and reasons from the pipeline, are shown literally (plain()).
@@ -19,9 +21,9 @@ from assistant.errors import TaimatsuError
 from assistant.index import Index, groups_in_index, index_stats
 from assistant.settings import EVERYONE, Settings
 from assistant.status import collect
-from ingest.runs import last_run_by_source, recent_runs, run_outcome
+from ingest.runs import last_run_by_source, recent_runs, request_cancel, run_outcome
 from ui.web import admin_jobs as jobs
-from ui.web.admin_progress import poll, say, show_failures, show_steps
+from ui.web.admin_progress import others, poll, poll_others, say, show_failures, show_steps
 from ui.web.admin_upload import render_upload
 from ui.web.auth import User
 from ui.web.chat import plain
@@ -154,10 +156,12 @@ def show_runs(settings: Settings) -> None:
         rows.append(row)
     st.dataframe(rows, hide_index=True, width="stretch")
     for run, row in zip(runs, rows, strict=True):
+        when, root = row[t("admin_col_finished")], run.get("url") or run.get("root", "")
         if run.get("refused"):  # a run that would have opened or deleted documents
-            when, root = row[t("admin_col_finished")], run.get("url") or run.get("root", "")
             st.error(say("admin_refused", root=root, when=when, reason=run["refused"]))
             continue
+        if run.get("cancelled"):
+            st.warning(say("admin_cancelled", root=root, when=when, reason=run["cancelled"]))
         failed = run.get("failed", [])
         label = say(
             "admin_failures",
@@ -201,6 +205,14 @@ def show_sync(settings: Settings, index: Index) -> None:
         st.rerun()  # drawn again with the button disabled and the progress below
     if not folders:
         st.info(t("admin_sync_nothing"))
+    elsewhere = others(settings.data_dir)
+    if (running is not None or elsewhere) and st.button(
+        t("admin_cancel"), icon="⏹️", key="admin-cancel"
+    ):
+        request_cancel(settings.data_dir)
+        st.info(t("admin_cancel_requested"))
+    if elsewhere:
+        poll_others(str(settings.data_dir))
     if running is not None:
         upload = (state.get("admin_upload_result") or {}).get("job")
         if running.id not in (state.get("admin_sync_job"), upload):  # another session's job

@@ -7,6 +7,10 @@ progress (files, chunks, rate, ETA) by polling it. Other users' sessions are not
 the ingestion holds the index only in short critical sections, as the cron's does. The
 job has its own embedding model instance: the page's answers use theirs concurrently, and
 a tokenizer is not safe to share between threads.
+
+A job is cancelled like any run (ingest/runs.py: a cancel request in the data folder): the
+folder being ingested stops after the file it is on, keeping what it indexed, and the
+folders after it are left for the next sync.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.embedder import Embedder, TextEmbedder, local_options
-from assistant.errors import IngestBusy, TaimatsuError
+from assistant.errors import IngestBusy, IngestCancelled, TaimatsuError
 from assistant.served_embedder import open_embedder
 from assistant.settings import Settings
 from ingest import uploads
@@ -43,6 +47,7 @@ class Step:
     error: str | None = None  # one sentence (from the pipeline or the index)
     error_key: str | None = None  # or a message of the page's own (ui.web.i18n key)
     busy: bool = False  # another ingestion run held the index
+    cancelled: bool = False  # stopped on a cancel request (error says where)
 
 
 @dataclass
@@ -189,8 +194,12 @@ def _run(settings: Settings, job: Job) -> None:
             step = Step(folder)
             job.steps.append(step)
             try:
-                summary = Ingestor(settings, embedder).run(Path(folder), job.progress)
+                ingestor = Ingestor(settings, embedder)
+                summary = ingestor.run(Path(folder), job.progress, since=job.started)
                 step.summary = summary.as_json()
+            except IngestCancelled as exc:
+                step.error, step.cancelled = str(exc), True
+                break  # the other folders wait for the next sync
             except IngestBusy as exc:
                 step.error, step.busy = str(exc), True
             except TaimatsuError as exc:

@@ -3,10 +3,13 @@ runs (only that part of the page reruns), then each folder's summary and failure
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from ingest.runs import live_runs
 from ui.web import admin_jobs as jobs
 from ui.web.chat import plain
 from ui.web.i18n import t
@@ -47,6 +50,42 @@ def poll(job_id: str) -> None:
     st.progress(job.fraction, text=_progress_text(job))
 
 
+def _live_text(run: dict[str, Any]) -> str:
+    done, total = int(run.get("done", 0)), int(run.get("total", 0))
+    if not total:
+        return say("admin_live_starting", folder=run.get("root", ""))
+    elapsed = max(0.0, float(run.get("updated", 0)) - float(run.get("started", 0)))
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = f"{(total - done) / rate:.0f}" if done and rate else "?"
+    return say(
+        "admin_live_run",
+        folder=run.get("root", ""),
+        done=done,
+        total=total,
+        chunks=run.get("chunks", 0),
+        rate=f"{rate:.1f}",
+        eta=eta,
+    )
+
+
+def others(data_dir: Path) -> list[dict[str, Any]]:
+    """Ingestion runs of other processes going on now (the cron's, another worker's): this
+    process's own jobs are shown by poll()."""
+    return [run for run in live_runs(data_dir) if run.get("pid") != os.getpid()]
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def poll_others(data_dir: str) -> None:
+    """The progress of runs started elsewhere, from their progress files, every second;
+    once none is left, the whole page reruns (the runs table shows how they ended)."""
+    runs = others(Path(data_dir))
+    if not runs:
+        st.rerun()
+    for run in runs:
+        done, total = int(run.get("done", 0)), int(run.get("total", 0))
+        st.progress(min(1.0, done / total) if total else 0.0, text=_live_text(run))
+
+
 def show_failures(failed: list[dict[str, str]], label: str) -> None:
     if not failed:
         return
@@ -62,7 +101,8 @@ def show_steps(job: jobs.Job) -> None:
     for step in job.steps:
         error = t(step.error_key) if step.error_key else step.error
         if error is not None:
-            st.error(plain(f"{step.folder}: {error}" if step.folder else error))
+            show = st.warning if step.cancelled else st.error
+            show(plain(f"{step.folder}: {error}" if step.folder else error))
             continue
         summary = step.summary or {}
         failed = list(summary.get("failed", []))

@@ -166,6 +166,29 @@ STRINGS: dict[str, dict[str, str]] = {
         "ja": "{step}/{steps} {folder}：{done}/{total} ファイル、{chunks} チャンク、"
         "毎秒 {rate} ファイル、残り約 {eta} 秒",
     },
+    "admin_cancel": {"en": "Cancel ingestion", "ja": "取り込みを中止"},
+    "admin_cancel_requested": {
+        "en": "Cancel requested: the running ingestion stops after the file it is on and "
+        "keeps what it has indexed; the next run does the rest.",
+        "ja": "中止を要求しました。実行中の取り込みは処理中のファイルの後で停止し、"
+        "索引済みの分は残ります。残りは次回の実行で取り込まれます。",
+    },
+    "admin_cancelled": {
+        "en": "The run over {root} ({when}) was cancelled: {reason}",
+        "ja": "{root} の同期（{when}）は中止されました: {reason}",
+    },
+    "admin_live_run": {
+        "en": "Another process's ingestion (the schedule's) {folder}: {done}/{total} files, "
+        "{chunks} chunks embedded, {rate} files/s, about {eta} s left",
+        "ja": "別のプロセス（定期実行など）の取り込み {folder}：{done}/{total} ファイル、"
+        "{chunks} チャンク、毎秒 {rate} ファイル、残り約 {eta} 秒",
+    },
+    "admin_live_starting": {
+        "en": "Another process's ingestion (the schedule's) {folder}: starting (listing the "
+        "folder, reading the index)…",
+        "ja": "別のプロセス（定期実行など）の取り込み {folder}：開始しています"
+        "（フォルダの一覧と索引を読み込み中）…",
+    },
     "admin_progress_starting": {
         "en": "{step}/{steps} {folder}: starting (after any other ingestion run finishes)…",
         "ja": "{step}/{steps} {folder}：開始しています（他の取り込みが実行中なら終了を待ちます）…",
