@@ -98,8 +98,9 @@ def run_outcome(run: dict[str, Any]) -> dict[str, Any]:
     outcome = {name: run.get(name, 0) for name in ("added", "updated", "unchanged", "deleted")}
     outcome["finished"] = run.get("finished")
     outcome["failed"] = len(run.get("failed", []))
-    if run.get("refused"):
-        outcome["refused"] = run["refused"]
+    for ended in ("refused", "cancelled"):  # why it stopped before the end
+        if run.get(ended):
+            outcome[ended] = run[ended]
     return outcome
 
 

@@ -90,6 +90,11 @@ def test_a_cancelled_run_keeps_what_it_did_and_the_next_run_does_the_rest(
     assert record["cancelled"] == line.removeprefix("taimatsu: ")
     assert record["added"] == 2 and record["files_seen"] == 2 and record["deleted"] == 0
     assert sorted(open_index(settings).manifest(str(folder))) == ["f00-議事録.md", "f01-議事録.md"]
+    status = subprocess.run(
+        [exe, "status"], env=_env(settings), capture_output=True, text=True, timeout=120
+    ).stdout
+    assert f"  {folder}: 2 documents, 2 chunks; last run " in status
+    assert "(cancelled): 2 added, " in status
 
     # the next run embeds only what the cancelled one had not (the pipe is a file now);
     # the old request does not stop it: it was made before this run started

@@ -312,6 +312,8 @@ def _source_line(source: dict[str, Any]) -> str:
     line += f"; last run {when:%Y-%m-%d %H:%M}"
     if run.get("refused"):
         return line + f" REFUSED: {run['refused']}"
+    if run.get("cancelled"):
+        line += " (cancelled)"
     return line + (
         f": {run['added']} added, {run['updated']} updated, {run['unchanged']} unchanged, "
         f"{run['deleted']} deleted, {run['failed']} failed"

@@ -66,6 +66,8 @@ def _last_run(run: dict[str, Any] | None) -> str:
     if run.get("refused"):
         return f"{when} · {t('admin_refused_short')}"
     outcome = run_outcome(run)
+    if run.get("cancelled"):
+        when += f" · {t('admin_cancelled_short')}"
     done = f"+{outcome['added']} ~{outcome['updated']} -{outcome['deleted']}"
     failed = f" · {outcome['failed']} {t('admin_col_failed')}" if outcome["failed"] else ""
     return f"{when} · {done}{failed}"

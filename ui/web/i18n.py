@@ -72,6 +72,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "admin_col_kind": {"en": "Type", "ja": "形式"},
     "admin_col_root": {"en": "Folder", "ja": "フォルダ"},
     "admin_col_last_run": {"en": "Last run", "ja": "最終実行"},
+    "admin_cancelled_short": {"en": "cancelled", "ja": "キャンセル"},
     "admin_refused_short": {
         "en": "refused (see the runs below)",
         "ja": "中止（下の実行履歴を参照）",
