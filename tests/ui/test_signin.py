@@ -189,8 +189,10 @@ def test_oidc_sign_in_through_the_provider(visit, provider, sample_settings, art
         message = ask(page, "How many days a week may I work from home?")
         expect(message.get_by_test_id("stAlertContainer")).to_contain_text("could not be reached")
         expect(message.get_by_test_id("stExpander").first).to_be_visible()
-        nav = page.get_by_test_id("stSidebarNav")  # ask and her own API tokens, nothing more
-        expect(nav.get_by_role("link")).to_have_count(2)
+        # ask, her own documents and her own API tokens, nothing more
+        nav = page.get_by_test_id("stSidebarNav")
+        expect(nav.get_by_role("link")).to_have_count(3)
+        expect(nav.get_by_role("link", name="My documents")).to_have_count(1)
         expect(nav.get_by_role("link", name="API tokens")).to_have_count(1)
         expect(page.get_by_role("link", name="Administration")).to_have_count(0)
         expect(page.get_by_test_id("stException")).to_have_count(0)
