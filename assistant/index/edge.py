@@ -79,7 +79,7 @@ from assistant.index.base import (
     stamp_record,
     with_terms,
 )
-from assistant.index.edge_lock import SharedShard, try_flock
+from assistant.index.edge_lock import SharedShard, open_handle_lock, try_flock
 from assistant.index.label_counts import LabelCounts, tally
 
 _shared: dict[str, SharedShard] = {}
@@ -237,7 +237,7 @@ class EdgeIndex(Index):
         try:
             generation.mkdir(parents=True)
             # held while it is built: no other process takes it for an unused leftover
-            lock = os.open(generation / "handle.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            lock = open_handle_lock(generation)
             fcntl.flock(lock, fcntl.LOCK_EX)
             shard = EdgeShard.create(str(generation / "shard"), config)
             try:
@@ -277,7 +277,7 @@ class EdgeIndex(Index):
                 continue
             # only a generation no process holds open (whoever opens a shard holds its
             # handle lock: trying the engine's open here could damage the holder's shard)
-            fd = os.open(old / "handle.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_handle_lock(old)
             try:
                 if not try_flock(fd, fcntl.LOCK_EX):
                     continue

@@ -93,7 +93,7 @@ class SharedShard:
         lock first (waited for until `deadline`), then the engine's open. Yields the
         handle; the lock stays held when the caller keeps the handle (see _close)."""
         shard = self.shard_path.resolve()
-        fd = os.open(shard.parent / "handle.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_handle_lock(shard.parent)
         try:
             _wait(lambda: try_flock(fd, fcntl.LOCK_EX), deadline)
             self._handle_fd, fd = fd, -1
@@ -192,6 +192,11 @@ class SharedShard:
                 self._close()
         finally:
             self.lock.release()
+
+
+def open_handle_lock(generation: Path) -> int:
+    """A descriptor of `generation`'s handle lock file (flock it; closing releases it)."""
+    return os.open(generation / "handle.lock", os.O_RDWR | os.O_CREAT, 0o644)
 
 
 def try_flock(fd: int, mode: int) -> bool:
