@@ -128,7 +128,10 @@ def display_path(relative: Path) -> str:
     """A relative path as stored text: POSIX separators; bytes that are not UTF-8 (names
     from other systems) written as \\xNN, which keeps two such names apart (U+FFFD made
     caf\\xe9.txt and caf\\xe8.txt one document)."""
-    raw = relative.as_posix()
+    return _stored_text(relative.as_posix())
+
+
+def _stored_text(raw: str) -> str:
     return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -139,8 +142,7 @@ def source_of(path: Path, root: Path) -> str:
     text, prefix = os.fspath(path), os.fspath(root).rstrip(os.sep) + os.sep
     if not text.startswith(prefix):
         return display_path(path.relative_to(root))
-    raw = text[len(prefix) :].replace(os.sep, "/")
-    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _stored_text(text[len(prefix) :].replace(os.sep, "/"))
 
 
 def walk(root: Path) -> Iterator[Path]:
