@@ -82,11 +82,14 @@ def remember_source(data_dir: Path, root: str, state: dict[str, Any]) -> None:
     _write_atomic(data_dir / "sources.json", text)
 
 
-def last_run_by_source(data_dir: Path) -> dict[str, dict[str, Any]]:
-    """{root: the latest run over it} from the runs log (refused runs included); a
+def last_run_by_source(
+    data_dir: Path, runs: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """{root: the latest run over it} from the runs log (refused runs included), or from
+    `runs` (recent_runs' whole log, newest first) when the caller has read it already; a
     remote source's root is its copy's folder, the run carries its `url`."""
     latest: dict[str, dict[str, Any]] = {}
-    for run in recent_runs(data_dir, MAX_RUNS):  # newest first
+    for run in recent_runs(data_dir, MAX_RUNS) if runs is None else runs:
         root = run.get("root")
         if root and root not in latest:
             latest[root] = run
@@ -111,8 +114,8 @@ def ingest_status(
     in force, the last run (with its refusal, if it was refused), and each source —
     every folder or URL the runs log or the index knows — with its documents and chunks
     in the index (`counts`: {root: {"documents", "chunks"}}) and its last run."""
-    last = recent_runs(data_dir, 1)
-    runs = last_run_by_source(data_dir)
+    every = recent_runs(data_dir, MAX_RUNS)  # newest first, read once
+    runs = last_run_by_source(data_dir, every)
     counts = counts or {}
     by_source, personal = [], []
     personal_base = (data_dir / PERSONAL_FOLDER).resolve()
@@ -141,7 +144,7 @@ def ingest_status(
     return {
         "permissions": permissions,
         "sources": _sources(data_dir),
-        "last_run": last[0] if last else None,
+        "last_run": every[0] if every else None,
         "by_source": by_source,
     }
 
