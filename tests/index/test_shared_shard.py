@@ -28,6 +28,18 @@ READER = textwrap.dedent(
 )
 
 
+def start_reader(data: Path) -> subprocess.Popen[str]:
+    """Another process that opens the index, says "open" and keeps its handle until its
+    stdin closes (its reaper closes it sooner when someone signals an intent)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", READER, str(data)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(Path(edge.__file__).parents[2]), "PATH": ""},
+    )
+
+
 def test_a_writer_waits_for_another_process_to_close_its_handle(tmp_path, embedder, monkeypatch):
     data = tmp_path / "data"
     index = EdgeIndex(data, lock_timeout=60)
@@ -50,13 +62,7 @@ def test_a_writer_waits_for_another_process_to_close_its_handle(tmp_path, embedd
             return shard
 
     monkeypatch.setattr(edge, "EdgeShard", Counted)
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(data)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={"PYTHONPATH": str(Path(edge.__file__).parents[2]), "PATH": ""},
-    )
+    reader = start_reader(data)
     try:
         assert reader.stdout.readline().strip() == "open"
         index.write([DeleteDocument("/nowhere", "a.md")])  # waits for the reader's handle
@@ -73,13 +79,7 @@ def test_an_old_generation_held_open_is_kept_and_removed_once_let_go(tmp_path, e
     index = EdgeIndex(data, lock_timeout=60)
     index.ensure(embedder.stamp)
     old = index.link.resolve()
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(data)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={"PYTHONPATH": str(Path(edge.__file__).parents[2]), "PATH": ""},
-    )
+    reader = start_reader(data)
     try:
         assert reader.stdout.readline().strip() == "open"
         new = index._new_generation(embedder.stamp)
