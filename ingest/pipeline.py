@@ -5,7 +5,9 @@ its bytes. Unchanged files cost a stat: a file whose size, modification and chan
 are the ones recorded with its indexed version is not read (TAIMATSU_TRUST_FILE_STAT);
 any other is read and hashed, and is unchanged if its hash is. A file whose bytes are already
 indexed under another path (a move or a copy) reuses those vectors. New and changed
-files are parsed, chunked and embedded with the index closed; their points are then
+files are parsed (in a worker process, one file ahead), chunked and embedded (in a
+thread of their own, so the model embeds one batch while this thread prepares the next
+and writes the last) with the index closed; their points are then
 written in short critical sections, each document as one upsert followed by the removal
 of its other versions. A file that fails is reported and skipped, and its indexed
 version, if any, is kept. One run at a time per index (a lock file in the data folder).
@@ -17,7 +19,8 @@ records itself as cancelled and raises IngestCancelled. The next run finds the w
 documents unchanged and does the rest. What a run holds for the whole tree is per-file
 bookkeeping only (the listing's paths, the index's manifest: path, hashes and groups per
 document, and the hash-to-path map); file contents and chunks are held for the file at
-hand and the one read ahead, and for at most TAIMATSU_EMBED_QUEUE chunks in the queue.
+hand and the one read ahead, and for at most three batches of TAIMATSU_EMBED_QUEUE
+chunks (the one queuing, the one embedding, the one waiting for the model).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -258,6 +263,9 @@ class Ingestor:
         self._to_embed: list[
             tuple[str, str, str, list[Chunk], str, list[str], tuple[int, int, int] | None]
         ] = []
+        # batches handed to the embedding thread, oldest first, with their vectors to come
+        self._in_flight: deque[tuple[Future, list]] = deque()
+        self._embedding: ThreadPoolExecutor | None = None
         self._worker: ParserWorker | None = None
         self._mirror: Mirror | None = None  # the run's folder, when it copies a remote source
         self._since_ns: int | None = None  # cancel requests from then on stop the run
@@ -368,10 +376,15 @@ class Ingestor:
         raise IngestError(f"{folder} is not a folder; give the folder of documents to index")
 
     def close(self) -> None:
-        """Stop the parsing process (a new one starts if the Ingestor is used again)."""
+        """Stop the parsing process and the embedding thread (new ones start if the
+        Ingestor is used again); a batch the thread is embedding is let finish."""
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+        if self._embedding is not None:
+            self._embedding.shutdown(wait=True, cancel_futures=True)
+            self._embedding = None
+            self._in_flight.clear()
 
     def sync(
         self, folder: Path, progress: Progress | None = None, shard: Shard | None = None
@@ -495,14 +508,15 @@ class Ingestor:
             self._one(root, item, source, indexed.get(source), by_hash, permissions, summary, ahead)
             # chunks are embedded across documents: fuller, length-sorted model batches
             if sum(len(doc[3]) for doc in self._to_embed) >= self.settings.embed_queue:
-                self._embed_queued()
+                self._submit_queued()
             if (
                 self._pending_points >= self.settings.write_batch
                 or len(self._pending) >= self.settings.write_batch  # access changes, repairs
             ):
-                self._flush()
-            queued = sum(len(doc[3]) for doc in self._to_embed)
-            done = summary.files_seen - len(self._to_embed)
+                self._write_pending()  # while the model embeds the batch in flight
+            waiting = self._to_embed + [doc for _, batch in self._in_flight for doc in batch]
+            queued = sum(len(doc[3]) for doc in waiting)
+            done = summary.files_seen - len(waiting)
             chunks = summary.chunks_embedded - queued
             if progress:  # a file is done once its chunks are embedded (or it needs none)
                 progress(done, len(files), chunks)
@@ -647,12 +661,36 @@ class Ingestor:
     ) -> None:
         self._to_embed.append((root, source, doc_hash, chunks, kind, groups, stat))
 
+    def _submit_queued(self) -> None:
+        """Hand the queued documents' chunks to the embedding thread, so that the model
+        embeds them while this thread reads, parses, chunks and writes what comes next.
+        At most two batches are in flight: handing over the next one collects the one
+        before it (whose writes this thread then prepares while the model embeds the
+        next), which bounds memory."""
+        if self._to_embed:
+            queued, self._to_embed = self._to_embed, []
+            texts = [chunk.embed_text for doc in queued for chunk in doc[3]]
+            if self._embedding is None:
+                self._embedding = ThreadPoolExecutor(1, thread_name_prefix="taimatsu-embed")
+            self._in_flight.append((self._embedding.submit(self.embedder.embed, texts), queued))
+        while len(self._in_flight) > 1:
+            self._collect_oldest()
+
     def _embed_queued(self) -> None:
-        """Embed the queued documents' chunks in one call, then queue their writes: each
-        document one upsert followed by the removal of its other versions."""
-        queued, self._to_embed = self._to_embed, []
-        texts = [chunk.embed_text for doc in queued for chunk in doc[3]]
-        vectors = iter(self.embedder.embed(texts))
+        """Embed everything queued or in flight, and queue its writes."""
+        self._submit_queued()
+        while self._in_flight:
+            self._collect_oldest()
+
+    def _collect_oldest(self) -> None:
+        """Wait for the oldest batch's vectors, then queue its writes: each document one
+        upsert followed by the removal of its other versions. An embedding error (a
+        served model that went away) is raised here, in the run's own thread."""
+        future, queued = self._in_flight[0]
+        try:
+            vectors = iter(future.result())
+        finally:
+            self._in_flight.popleft()
         now = time.time()
         for root, source, doc_hash, chunks, kind, groups, stat in queued:
             points = []
@@ -686,8 +724,12 @@ class Ingestor:
             self._pending_points += len(points)
 
     def _flush(self) -> None:
-        if self._to_embed:
-            self._embed_queued()
+        """Embed and write everything queued."""
+        self._embed_queued()
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Write the writes queued so far (documents still being embedded wait)."""
         self.index.write(self._pending)
         self._pending = []
         self._pending_points = 0

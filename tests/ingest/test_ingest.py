@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,43 @@ def test_oversized_file_is_refused(settings, embedder, corpus):
     settings.max_file_mb = 0.001  # about 1 kB
     summary = Ingestor(settings, embedder).run(corpus)
     assert any("TAIMATSU_MAX_FILE_MB" in f["error"] for f in summary.failed)
+
+
+def test_the_model_embeds_while_the_run_goes_on_to_the_next_file(settings, embedder, corpus):
+    """Embedding has a thread of its own: while the model holds one batch, the run reads,
+    parses and chunks the next file. The first batch's embedding waits until the run
+    has queued the second document, which a run that embeds in its own thread (the
+    model idle while parsers work, and parsers idle while the model works) never does."""
+    settings.embed_queue = 1  # every document is a batch of its own
+    ingestor = Ingestor(settings, embedder)
+    queued = 0
+    changed = threading.Condition()
+    waited: list[bool] = []
+    queue_document = ingestor._queue_document
+
+    def counting(*args, **kwargs):
+        nonlocal queued
+        queue_document(*args, **kwargs)
+        with changed:
+            queued += 1
+            changed.notify_all()
+
+    class Holding:  # the real model, its first batch held until a second document is queued
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+        def embed(self, texts):
+            if not waited:
+                with changed:
+                    waited.append(changed.wait_for(lambda: queued >= 2, timeout=60))
+            return embedder.embed(texts)
+
+    ingestor._queue_document = counting
+    ingestor.embedder = Holding()
+    summary = ingestor.run(corpus)
+    assert waited == [True]
+    assert summary.failed == [] and summary.added == 8
+    assert open_index(settings).counts()["chunks"] == summary.chunks_embedded
 
 
 def test_interrupted_replacement_is_finished_by_the_next_run(settings, embedder, corpus, tmp_path):
