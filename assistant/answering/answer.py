@@ -24,6 +24,7 @@ from assistant.answering.conversation import (
     condense_messages,
     fallback_question,
     needs_context,
+    search_text,
 )
 from assistant.answering.llm import LLMPool, urls
 from assistant.answering.prompt import build_messages, check_citations, declined, visible_so_far
@@ -211,7 +212,7 @@ class Answerer:
         model is not asked to rewrite it."""
         history = bounded(history, self.settings.llm_context_window)
         if not history or not needs_context(question):
-            return question
+            return search_text(question)
         try:
             text = self.llm.complete(condense_messages(history, question))
         except LLMUnavailable:

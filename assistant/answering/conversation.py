@@ -51,15 +51,40 @@ def condense_messages(history: list[Turn], question: str) -> list[dict[str, str]
     return [{"role": "system", "content": CONDENSE_PROMPT}, {"role": "user", "content": user}]
 
 
+# "unrelated:", "btw", 「別件ですが、」「ところで、」: they say the topic changes, and name none;
+# searched, their words ("question", 「別件」「話」) only pull in passages that share them
+_TOPIC_SWITCH = re.compile(
+    r"^\s*(?:"
+    r"(?:(?:totally|completely|slightly|a)\s+)?(?:unrelated|different|separate|another|"
+    r"other|new|off[- ]topic)(?:\s+(?:question|topic|thing|subject|note|one))?\s*[:;,—–-]+"
+    r"|(?:btw|by the way|anyway|also|ok(?:ay)? so)\b\s*[:;,—–-]*"
+    r"|on (?:a |an )?(?:different|separate|other|another|unrelated) (?:note|topic)\b[:;,—–-]*"
+    r"|(?:それとは別に|別件(?:です|なんです|なんだ|だ)?(?:が|けど|けれど)?|別の話(?:で|ですが|だけど)?"
+    r"|話(?:は|が)?変わ(?:ります|る|って)(?:が|けど|けれど)?|ところで|ついでに|あと|また)"
+    r"(?:[、,，]|\s)"
+    r")\s*",
+    re.IGNORECASE,
+)
+
+
+def search_text(question: str) -> str:
+    """The question as it is searched: without an opening that only announces a change
+    of topic ("unrelated:", 「別件ですが、」). Whether it needs the conversation is decided
+    on the question as asked."""
+    rest = _TOPIC_SWITCH.sub("", question, count=1).strip()
+    return rest or question
+
+
 def fallback_question(history: list[Turn], question: str) -> str:
     """Without a model: the words of the conversation's topic help retrieval find it —
     the latest earlier question that stood alone, and the follow-ups asked since."""
     if not history:
-        return question
+        return search_text(question)
     start = len(history) - 1
     while start > 0 and needs_context(history[start].question):
         start -= 1
-    return " ".join([*(turn.question for turn in history[start:]), question])
+    asked = [*(turn.question for turn in history[start:]), question]
+    return " ".join(search_text(q) for q in asked)
 
 
 _PREAMBLE = re.compile(

@@ -338,6 +338,34 @@ def test_follow_up_without_a_model_searches_with_the_previous_question(sample_se
     assert answer.citations[0][1].source == "en/expenses.html"
 
 
+@pytest.mark.parametrize(
+    ("question", "searched"),
+    [
+        (
+            "unrelated: how many days of paid leave do part-timers get?",
+            "how many days of paid leave do part-timers get?",
+        ),
+        ("btw, when are taxi fares reimbursed?", "when are taxi fares reimbursed?"),
+        ("別件ですが、在宅勤務は週に何日までですか？", "在宅勤務は週に何日までですか？"),
+        ("あと、在宅勤務は週に何日まで？", "在宅勤務は週に何日まで？"),
+        ("あとで在宅勤務の日数は変えられますか？", None),  # 「あとで」 is no announcement
+        ("other expenses than taxi fares?", None),
+    ],
+)
+def test_an_announced_change_of_topic_is_searched_without_the_announcement(
+    sample_settings, embedder, question, searched
+):
+    """ "unrelated:", 「別件ですが、」 say the topic changes and name none: searched, their
+    words would only pull in passages that share them, alone or glued to a follow-up."""
+    from assistant.answering import Turn
+
+    answerer = _answerer(sample_settings, embedder, sample_settings.ollama_host)
+    history = [Turn("How are business trips booked?", "")]
+    assert answerer.standalone(question, history) == (searched or question)
+    follow_up = answerer.standalone("and for part-timers?", [*history, Turn(question, "")])
+    assert follow_up == f"{searched or question} and for part-timers?"
+
+
 def test_history_is_bounded_by_the_context_window():
     from assistant.answering.conversation import Turn, bounded
 
