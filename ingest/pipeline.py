@@ -50,6 +50,7 @@ from assistant.errors import (
     ParseError,
     PermissionsUnreadable,
     SourceDown,
+    StoreError,
 )
 from assistant.index import (
     ChunkPoint,
@@ -356,6 +357,10 @@ class Ingestor:
                 record_run(self.settings.data_dir, {**stopped, **({"url": url} if url else {})})
                 raise
             except IngestCancelled as exc:
+                try:  # what it wrote counts in the keyword IDF table now, not next run
+                    self.index.refresh_keyword_counts()
+                except StoreError as busy:  # queries count in the engine meanwhile
+                    log.warning("the keyword table was not recounted: %s", busy)
                 record_run(self.settings.data_dir, {**exc.summary, "cancelled": str(exc)})
                 raise
             finally:

@@ -90,6 +90,8 @@ def test_a_cancelled_run_keeps_what_it_did_and_the_next_run_does_the_rest(
     assert record["cancelled"] == line.removeprefix("taimatsu: ")
     assert record["added"] == 2 and record["files_seen"] == 2 and record["deleted"] == 0
     assert sorted(open_index(settings).manifest(str(folder))) == ["f00-議事録.md", "f01-議事録.md"]
+    version, counted = open_index(settings).label_counts.state()
+    assert counted == version  # the keyword table counts what the cancelled run wrote
     status = subprocess.run(
         [exe, "status"], env=_env(settings), capture_output=True, text=True, timeout=120
     ).stdout
