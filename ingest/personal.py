@@ -194,6 +194,7 @@ def _take_back(settings: Settings, folder: Path, names: list[str]) -> None:
             index = open_index(settings)
             if index.exists():
                 index.write([DeleteDocument(str(folder), name) for name in names])
+                _recount(index)
     except TaimatsuError as exc:  # the next run over the folder deletes them
         log.warning("could not remove the chunks of %s from the index: %s", names, exc)
 
@@ -214,4 +215,15 @@ def remove(settings: Settings, user_id: str, name: str) -> bool:
         if index.exists():  # the chunks first: a crash in between leaves a file to sync
             index.write([DeleteDocument(str(folder), name)])
         uploads._inside(folder, folder / name).unlink(missing_ok=True)
+        if index.exists():
+            _recount(index)
     return True
+
+
+def _recount(index: Index) -> None:
+    """Bring the keyword IDF table up to the removal, as an ingestion run does at its
+    end (until then queries count in the engine: exact, slower)."""
+    try:
+        index.refresh_keyword_counts()
+    except TaimatsuError as exc:
+        log.warning("the keyword table was not recounted: %s", exc)

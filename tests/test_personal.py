@@ -184,6 +184,8 @@ def test_an_upload_is_answered_for_its_owner_and_invisible_to_everyone_else(api,
         gone = alice.delete(f"/api/my/documents/{listed[0]['id']}")
         assert gone.status_code == 200 and gone.json()["removed"] == "bonsai.md"
         assert chunks(settings) == before
+        version, counted = open_index(settings).label_counts.state()
+        assert counted == version  # the keyword table counts without the removed chunks
         assert not (mine / "bonsai.md").exists()
         assert alice.get("/api/my/documents").json()["documents"] == []
         assert refusal(alice.get(cited["download"]), 404) == NOT_FOUND
