@@ -237,6 +237,14 @@ def test_ask_without_ollama_from_the_command_line(sample_settings):
     (body,) = json_lines(result.stdout)
     assert body["mode"] == "sources-only" and len(body["citations"]) == 5
 
+    # as text: no model wrote an answer, so the passages themselves are shown, and the
+    # reason is said once, in the answer's language, not again as a log line
+    text = run_cli("ask", "在宅勤務は週に何日まで認められていますか？", settings=sample_settings)
+    assert text.returncode == 0, text.stderr
+    first = text.stdout.split("[1] ", 1)[1].splitlines()
+    assert first[0].startswith("ja/在宅勤務規程.md") and "週3日まで" in first[1]
+    assert "言語モデルを利用できない" in text.stdout and "WARNING" not in text.stderr
+
 
 @pytest.mark.parametrize(
     "question",
@@ -447,8 +455,7 @@ def test_ask_reads_one_question_per_line_and_answers_each_as_one_json_line(sampl
         settings = sample_settings.model_copy(update={"ollama_host": server.url})
         result = run_cli(
             "ask",
-            "-",
-            "--json",
+            "-",  # JSON lines without --json: a batch from stdin is for programs
             settings=settings,
             stdin="\n".join(lines) + "\n",
             extra_env={"TAIMATSU_MAX_QUESTION_CHARS": "200"},

@@ -150,7 +150,8 @@ def test_search_json_and_stdin_mode(sample_settings):
     assert ("en/vpn-troubleshooting.pdf", 2) in [(h["source"], h["page"]) for h in one["hits"]]
 
     queries = "taxi after 22:00\n社員食堂の昼食\nKIRI-STAFF\n"
-    result = run_cli("search", "-", "--json", "-k", "1", settings=sample_settings, stdin=queries)
+    # a batch from stdin is for programs: JSON lines without being asked for them
+    result = run_cli("search", "-", "-k", "1", settings=sample_settings, stdin=queries)
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout)
     assert [line["query"] for line in lines] == queries.split("\n")[:3]

@@ -11,6 +11,7 @@ command are in ui/cli/common.py.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from datetime import datetime
@@ -182,6 +183,7 @@ def search(
     asker = _groups(settings, groups)
     searcher = Searcher(settings)
     queries = (line.rstrip("\n") for line in sys.stdin) if query == "-" else iter([query])
+    as_json = as_json or query == "-"  # a batch from stdin is for programs: JSON lines
     for text in queries:
         hits = searcher.search(text, asker, k)
         if as_json:
@@ -190,7 +192,7 @@ def search(
         if not hits:
             typer.echo(f"no passages found for {text!r}")
         for hit in hits:
-            snippet = " ".join(hit.text.split())[:200]
+            snippet = _snippet(hit.text, 200)
             typer.echo(f"{hit.rank}. {hit.where}  ({hit.score:.4f})\n   {snippet}")
 
 
@@ -211,10 +213,13 @@ def ask(
 
     settings = Settings()
     asker = _groups(settings, groups)
+    # the answer says why no model wrote it: the log's line about the server repeats it
+    logging.getLogger("assistant.answering.llm").setLevel(logging.ERROR)
     answerer = Answerer(settings, Searcher(settings))  # the model loads once for every line
     if question != "-":
         _answer_one(answerer, question, asker, as_json)
         return
+    as_json = True  # a batch from stdin is for programs: one JSON object per line
     failed = 0
     for line in sys.stdin:
         text = line.strip()
@@ -242,11 +247,24 @@ def _answer_one(answerer: Any, question: str, asker: list[str], as_json: bool) -
     if as_json:
         _print_json(answer.as_json())
         return
-    if answer.mode != Mode.GENERATED:
+    generated = answer.mode == Mode.GENERATED
+    if not generated:
         typer.echo(answer.answer, nl=False)
     typer.echo("\n")
     for n, passage in answer.citations:
         typer.echo(f"[{n}] {passage.where}")
+        if not generated:  # no model wrote an answer: the passages are the answer
+            typer.echo(f"    {_snippet(passage.text, 300)}")
+
+
+def _snippet(text: str, limit: int) -> str:
+    """A passage on one line, cut at a word (or, in Japanese, a character) near `limit`."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[:limit]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit * 0.8 else cut) + " …"
 
 
 @app.command()
@@ -272,10 +290,11 @@ def status(as_json: JsonOpt = False) -> None:
             f"({index['backend']})"
         )
         version = f" version {llm['version']}," if llm.get("version") else ""
+        present = "present" if llm["model_present"] else "missing"
         typer.echo(
             f"llm: {'ok' if llm['reachable'] and llm['model_present'] else 'NOT OK'} - "
             f"{llm['backend']} at {llm['url']}{version} model {llm['model']} "
-            f"{'present' if llm['model_present'] else 'missing'}"
+            f"{present if llm['reachable'] else 'not checked (the server is unreachable)'}"
         )
         ocr = report["ocr"]
         typer.echo(
