@@ -4,13 +4,44 @@ as sections by heading."""
 from __future__ import annotations
 
 import re
+import unicodedata
 import warnings
 
 from ingest.parsing.base import Headings, Section, decode_text, sections_from, strict_decode
 
+_UNDERLINE = re.compile(r"^\s*(?:={3,}|-{3,})\s*$")
+
+
+def _width(text: str) -> int:
+    """Columns a line takes in a fixed-width font (a kanji or kana takes two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
 
 def parse_text(data: bytes) -> list[Section]:
-    return sections_from([("", decode_text(data))])
+    """Plain text, as sections by its underlined headings when it has them (a line under
+    a line of ``===`` or ``---`` about as wide, after a blank line: the README and
+    checklist style; levels in the order the underline characters first appear, as
+    reStructuredText does), else as one section."""
+    lines = decode_text(data).splitlines()
+    headings = Headings()
+    levels: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
+    start, current = 0, ""
+    for i in range(1, len(lines)):
+        title = lines[i - 1].strip()
+        if (
+            not _UNDERLINE.match(lines[i])
+            or not title
+            or _UNDERLINE.match(title)
+            or (i >= 2 and lines[i - 2].strip())  # a paragraph's last line: a rule under it
+            or not 0.5 <= len(lines[i].strip()) / _width(title) <= 1.5
+        ):
+            continue
+        pairs.append((current, "\n".join(lines[start : i - 1])))
+        headings.enter(levels.setdefault(lines[i].strip()[0], len(levels) + 1), title)
+        current, start = str(headings), i + 1
+    pairs.append((current, "\n".join(lines[start:])))
+    return sections_from(pairs)
 
 
 def parse_markdown(data: bytes) -> list[Section]:

@@ -58,6 +58,26 @@ def test_docx_headings_become_sections():
     assert password and "パスワード" in password[0].section
 
 
+def test_underlined_headings_of_plain_text_become_sections():
+    """The README and checklist style: a line underlined with === or --- after a blank
+    line is a heading (levels in the order the characters first appear); a rule under a
+    paragraph's last line, or one far wider or narrower than the line, is not."""
+    sections = _read("en/it-onboarding.txt")
+    mfa = [s for s in sections if "KiriAuth" in s.text][0]
+    assert mfa.section == (
+        "KIRI SYSTEMS K.K. - IT ONBOARDING CHECKLIST FOR NEW JOINERS > "
+        "2. WITHIN 24 HOURS: ENROL IN MULTI-FACTOR AUTHENTICATION (MFA)"
+    )
+    assert "-----" not in mfa.text and "ENROL" not in mfa.text
+    japanese = "概要\n====\n\n本文です。\n\n申請\n----\n人事ポータルで。\n\n次へ\n-\n"
+    assert [(s.section, s.text) for s in parse(Path("規程.txt"), japanese.encode())] == [
+        ("概要", "本文です。"),
+        ("概要 > 申請", "人事ポータルで。\n\n次へ\n-"),
+    ]
+    plain = "A paragraph that ends\nhere.\n-----\nAnd goes on.\n\nShort\n" + "-" * 40 + "\n"
+    assert [s.section for s in parse(Path("notes.txt"), plain.encode())] == [None]
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "shift_jis", "euc_jp"])
 def test_japanese_text_in_common_encodings(encoding: str):
     text = "在宅勤務は週3日までです。申請は人事ポータルで行います。" * 3
