@@ -30,6 +30,7 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,19 +319,23 @@ class OnnxModel:
             str(self.path), options, providers=["CPUExecutionProvider"]
         )
         self.inputs = [i.name for i in self.session.get_inputs()]
+        # the tokenizer sets padding and truncation on itself at every call: one call at
+        # a time (pages' sessions embed questions from threads of their own)
+        self._tokenizing = threading.Lock()
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         rows = []
         for start in range(0, len(texts), batch_size):
             batch = [texts[i].strip() for i in order[start : start + batch_size]]
-            features = self.tokenizer(
-                batch,
-                padding=True,
-                truncation="longest_first",
-                max_length=self.max_length,
-                return_tensors="np",
-            )
+            with self._tokenizing:
+                features = self.tokenizer(
+                    batch,
+                    padding=True,
+                    truncation="longest_first",
+                    max_length=self.max_length,
+                    return_tensors="np",
+                )
             feed = {n: np.asarray(features[n], dtype=np.int64) for n in self.inputs}
             rows.append(self.session.run(None, feed)[0])
         vectors = np.concatenate(rows).astype(np.float32, copy=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -172,6 +173,7 @@ class Embedder:
         self.cache_dir = cache_dir
         self.threads = threads  # 0: the runtime's default (one thread per core)
         self.encode_seconds = 0.0  # time spent in the model (for the ingestion benchmark)
+        self._encoding = threading.Lock()
 
     def load(self) -> None:
         """Load the model now (export it first if the runtime needs that), so that
@@ -197,7 +199,10 @@ class Embedder:
             )
             try:
                 return OnnxModel(
-                    folder / "model.onnx", self.tokenizer, record["max_seq_length"], self.threads
+                    folder / "model.onnx",
+                    self._load_tokenizer(),
+                    record["max_seq_length"],
+                    self.threads,
                 )
             except (ExportError, KeyError):
                 raise
@@ -212,8 +217,13 @@ class Embedder:
 
     @cached_property
     def tokenizer(self):  # noqa: ANN201 - the model folder's transformers tokenizer
-        if "model" in self.__dict__:
-            return self.model.tokenizer
+        """The tokenizer that counts tokens (for the chunker). Never the one the model
+        encodes with: a fast tokenizer keeps its padding and truncation as state, set by
+        every call, and ingestion counts in its own thread while the model encodes in
+        the embedding thread (a count between the two would unpad the model's batch)."""
+        return self._load_tokenizer()
+
+    def _load_tokenizer(self):  # noqa: ANN202 - a new transformers tokenizer instance
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(
@@ -270,13 +280,14 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         started = time.perf_counter()
         if self.runtime == "torch":
-            vectors = self.model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            with self._encoding:  # its tokenizer keeps padding as state: one call at a time
+                vectors = self.model.encode(
+                    texts,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
         else:
             vectors = self.onnx.encode(texts, self.batch_size)
         self.encode_seconds += time.perf_counter() - started

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,48 @@ def test_each_runtime_loads_offline_and_embeds_like_torch(
 def _cached(embedder: Embedder) -> Path:
     embedder.load()
     return embedder.onnx.path.parent
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_counting_and_questions_from_other_threads_never_upset_a_batch(runtimes, runtime):
+    """Ingestion counts tokens (chunking) while its embedding thread encodes, and a
+    page's sessions embed questions from threads of their own. A fast tokenizer keeps
+    padding and truncation as state: shared, a count between the two unpadded the
+    model's batch ("setting an array element with a sequence", 5,000 files into a
+    100,000-file run). Every batch must come out whole and equal to one made alone."""
+    embedder = runtimes[runtime]
+    texts = ["short", "a much longer passage about packages " * 12, *SENTENCES]
+    alone = embedder.embed(texts)
+    encoding = embedder.model if runtime == "torch" else embedder.onnx
+    assert embedder.tokenizer is not encoding.tokenizer
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def keep_at(work) -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                work(n)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                failures.append(exc)
+                return
+            n += 1
+
+    others = [
+        threading.Thread(target=keep_at, args=(lambda n: embedder.count_tokens("word " * n),)),
+        threading.Thread(target=keep_at, args=(lambda n: embedder.embed_query(f"q{n} " * n),)),
+    ]
+    for thread in others:
+        thread.start()
+    try:
+        batches = [embedder.embed(texts) for _ in range(25)]
+    finally:
+        stop.set()
+        for thread in others:
+            thread.join()
+    assert failures == []
+    for batch in batches:
+        assert np.allclose(batch, alone, atol=1e-5)
 
 
 def test_the_export_is_reused_and_rebuilt_when_broken(runtimes, tmp_path, monkeypatch):
