@@ -93,6 +93,23 @@ _HTML_BLOCKS = {
 _HTML_DROP = ("script", "style", "noscript", "template", "head", "svg", "iframe", "object")
 
 
+_WRAP = re.compile(r"[ \t]*\r?\n\s*")
+
+
+def _unwrap(text: str) -> str:
+    """A source line break inside a paragraph is no break of the text (HTML renders it as
+    a space): a space between words, nothing between two kanji or kana."""
+
+    def join(match: re.Match[str]) -> str:
+        before = text[match.start() - 1] if match.start() else ""
+        after = text[match.end()] if match.end() < len(text) else ""
+        if before and after and _width(before) == 2 and _width(after) == 2:
+            return ""
+        return " "
+
+    return _WRAP.sub(join, text)
+
+
 def parse_html(data: bytes | str) -> list[Section]:
     """HTML as sections by heading, navigation and other page furniture left out
     (ingest.parsing.boilerplate); `data` may be already-decoded text (mail bodies)."""
@@ -130,7 +147,8 @@ def parse_html(data: bytes | str) -> list[Section]:
                 buffer.append("\n")
         elif isinstance(node, NavigableString) and id(node) not in skip:
             if type(node) is NavigableString:  # not a Comment, CData, Doctype...
-                buffer.append(str(node))
+                text = str(node)
+                buffer.append(text if node.find_parent("pre") else _unwrap(text))
     pairs.append((current, "".join(buffer)))
     cleaned = [(h, re.sub(r"[ \t\r\f\v]+", " ", t)) for h, t in pairs]
     return sections_from([(h, re.sub(r"\s*\n\s*", "\n", t)) for h, t in cleaned])

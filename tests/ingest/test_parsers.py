@@ -78,6 +78,22 @@ def test_underlined_headings_of_plain_text_become_sections():
     assert [s.section for s in parse(Path("notes.txt"), plain.encode())] == [None]
 
 
+def test_line_breaks_of_an_html_source_are_not_breaks_of_its_text():
+    """A paragraph wrapped in the HTML source reads as one line (as a browser shows it):
+    words joined by a space, kanji and kana by nothing; <pre> keeps its lines."""
+    page = (
+        "<h1>Pay</h1><p>Claims are paid on the\n  25th of the following month.</p>"
+        "<pre>make\nmake install</pre><p>申請は人事ポー\nタルで行います。\nDetails: HR.</p>"
+    )
+    (section,) = parse(Path("pay.html"), page.encode())
+    assert section.text.splitlines() == [
+        "Claims are paid on the 25th of the following month.",
+        "make",
+        "make install",
+        "申請は人事ポータルで行います。 Details: HR.",
+    ]
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "shift_jis", "euc_jp"])
 def test_japanese_text_in_common_encodings(encoding: str):
     text = "在宅勤務は週3日までです。申請は人事ポータルで行います。" * 3
