@@ -63,7 +63,9 @@ def parse_markdown(data: bytes) -> list[Section]:
         current = str(headings)
         start = end
     pairs.append((current, "\n".join(lines[start:])))
-    return sections_from(pairs)
+    # only headings and no text under any (lines of a #-commented file saved as .md): the
+    # headings are the text, rather than a document that reports "no text found"
+    return sections_from(pairs) or sections_from([("", text)])
 
 
 _HTML_BLOCKS = {

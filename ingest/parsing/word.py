@@ -18,6 +18,7 @@ def parse_docx(data: bytes) -> list[Section]:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
+    from lxml.etree import XMLSyntaxError
 
     try:
         document = docx.Document(io.BytesIO(data))
@@ -28,6 +29,7 @@ def parse_docx(data: bytes) -> list[Section]:
         KeyError,
         ValueError,
         PackageNotFoundError,
+        XMLSyntaxError,  # a part that is no XML (a control character written into it)
     ) as exc:
         raise ParseError(
             f"not a valid DOCX file ({exc.__class__.__name__}); open it in Word and save it again"
