@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
+from xml.etree.ElementTree import ParseError as EtreeParseError
 
 from lxml.etree import XMLSyntaxError
 
@@ -26,6 +27,7 @@ _BROKEN = (
     ValueError,
     TypeError,
     XMLSyntaxError,
+    EtreeParseError,  # openpyxl reads sheets with the standard library's parser
     EOFError,
 )
 

@@ -130,25 +130,39 @@ def test_bad_files_raise_one_line_reasons(name: str, data: bytes, reason: str):
     assert reason in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_docx_whose_xml_is_broken_says_so_in_one_line():
-    """A control character in document.xml (a generator's or a converter's slip: 11 of
-    38,325 files of the generated share) is a damaged file to open and save again."""
-    made = io.BytesIO()
-    document = docx.Document()
-    document.add_paragraph("Quarterly report")
-    document.save(made)
+def _with_control_character(made: io.BytesIO, member: str, word: bytes) -> bytes:
     broken = io.BytesIO()
     with zipfile.ZipFile(made) as old, zipfile.ZipFile(broken, "w") as new:
         for item in old.infolist():
             data = old.read(item)
-            if item.filename == "word/document.xml":
-                data = data.replace(b"Quarterly", b"Quarterly\x1b")
-            new.writestr(item, data)
+            new.writestr(
+                item, data.replace(word, word + b"\x1b") if item.filename == member else data
+            )
+    return broken.getvalue()
+
+
+def test_office_files_whose_xml_is_broken_say_so_in_one_line():
+    """A control character in a part's XML (a generator's or a converter's slip: 11 of
+    38,325 files of the generated share) is a damaged file to open and save again, not
+    a parser crash."""
+    from openpyxl import Workbook
+
+    made = io.BytesIO()
+    document = docx.Document()
+    document.add_paragraph("Quarterly report")
+    document.save(made)
     with pytest.raises(ParseError) as info:
-        parse(Path("report.docx"), broken.getvalue())
+        parse(Path("report.docx"), _with_control_character(made, "word/document.xml", b"Quarterly"))
     assert str(info.value) == (
         "not a valid DOCX file (XMLSyntaxError); open it in Word and save it again"
     )
+    made = io.BytesIO()
+    book = Workbook()
+    book.active.append(["Quarter", "Revenue"])
+    book.save(made)
+    with pytest.raises(ParseError) as info:
+        parse(Path("sales.xlsx"), _with_control_character(made, "xl/worksheets/sheet1.xml", b"<c "))
+    assert "XLSX" in str(info.value) and "open it in Excel and save it again" in str(info.value)
 
 
 def _pdf_bytes(text: str) -> bytes:
