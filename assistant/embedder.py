@@ -225,7 +225,11 @@ class Embedder:
 
     def _load_tokenizer(self):  # noqa: ANN202 - a new transformers tokenizer instance
         from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        # counting a long text is no error: without this every ingestion run printed
+        # "Token indices sequence length is longer than the specified maximum"
+        hf_logging.set_verbosity_error()
         return AutoTokenizer.from_pretrained(
             str(self.model_dir), local_files_only=True, trust_remote_code=False
         )

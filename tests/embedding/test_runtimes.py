@@ -111,7 +111,7 @@ def test_counting_and_questions_from_other_threads_never_upset_a_batch(runtimes,
     for thread in others:
         thread.start()
     try:
-        batches = [embedder.embed(texts) for _ in range(25)]
+        batches = [embedder.embed(texts) for _ in range(15)]
     finally:
         stop.set()
         for thread in others:
