@@ -37,7 +37,7 @@ from assistant.settings import Settings
 from ingest import uploads
 from ingest.listing import list_folder
 from ingest.owners import OWNER_FILE, folder_of
-from ingest.pipeline import Ingestor, Summary, display_path, ingest_lock
+from ingest.pipeline import Ingestor, Summary, display_path, ingest_lock, recount_keywords
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _take_back(settings: Settings, folder: Path, names: list[str]) -> None:
             index = open_index(settings)
             if index.exists():
                 index.write([DeleteDocument(str(folder), name) for name in names])
-                _recount(index)
+                recount_keywords(index)
     except TaimatsuError as exc:  # the next run over the folder deletes them
         log.warning("could not remove the chunks of %s from the index: %s", names, exc)
 
@@ -216,14 +216,5 @@ def remove(settings: Settings, user_id: str, name: str) -> bool:
             index.write([DeleteDocument(str(folder), name)])
         uploads._inside(folder, folder / name).unlink(missing_ok=True)
         if index.exists():
-            _recount(index)
+            recount_keywords(index)
     return True
-
-
-def _recount(index: Index) -> None:
-    """Bring the keyword IDF table up to the removal, as an ingestion run does at its
-    end (until then queries count in the engine: exact, slower)."""
-    try:
-        index.refresh_keyword_counts()
-    except TaimatsuError as exc:
-        log.warning("the keyword table was not recounted: %s", exc)

@@ -50,7 +50,7 @@ from assistant.errors import (
     ParseError,
     PermissionsUnreadable,
     SourceDown,
-    StoreError,
+    TaimatsuError,
 )
 from assistant.index import (
     ChunkPoint,
@@ -231,6 +231,16 @@ class _Read:
         return (str(self.path), self.doc_hash)
 
 
+def recount_keywords(index: Index) -> None:
+    """Bring the keyword IDF table up to writes made outside a finished run (a cancel, a
+    removal); if the index cannot be recounted now, queries count in the engine
+    meanwhile (exact, slower) and the next run recounts."""
+    try:
+        index.refresh_keyword_counts()
+    except TaimatsuError as exc:
+        log.warning("the keyword table was not recounted: %s", exc)
+
+
 class Ingestor:
     def __init__(
         self,
@@ -357,10 +367,7 @@ class Ingestor:
                 record_run(self.settings.data_dir, {**stopped, **({"url": url} if url else {})})
                 raise
             except IngestCancelled as exc:
-                try:  # what it wrote counts in the keyword IDF table now, not next run
-                    self.index.refresh_keyword_counts()
-                except StoreError as busy:  # queries count in the engine meanwhile
-                    log.warning("the keyword table was not recounted: %s", busy)
+                recount_keywords(self.index)  # what it wrote counts now, not next run
                 record_run(self.settings.data_dir, {**exc.summary, "cancelled": str(exc)})
                 raise
             finally:
