@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
+import numpy as np
+
 from assistant.embedder import ModelStamp
 from assistant.errors import DiskFull
 
@@ -139,17 +141,27 @@ def make_hit(
     point_id: str,
     score: float,
     payload: dict[str, Any],
-    query_dense: list[float],
+    similarity: float,
     query_terms: list[int],
-    dense: list[float] | None,
     terms: list[int] | None,
 ) -> Hit:
     """A fused hit with the two relevance signals that decide whether to answer at all
     (the RRF score cannot: it only orders)."""
-    similarity = sum(a * b for a, b in zip(query_dense, dense or [], strict=False))
     wanted = set(query_terms)
     coverage = len(wanted & set(terms or [])) / len(wanted) if wanted else 0.0
     return Hit(point_id, score, payload, round(similarity, 4), round(coverage, 4))
+
+
+def similarities(query: list[float], vectors: list[list[float] | None]) -> list[float]:
+    """The question's cosine with each hit's (normalised) vector, 0 where a hit has none:
+    one matrix product (a Python sum over 30 hits of 384 dimensions cost 4 ms a query)."""
+    rows = [i for i, v in enumerate(vectors) if v is not None and len(v) == len(query)]
+    found = [0.0] * len(vectors)
+    if rows:
+        matrix = np.asarray([vectors[i] for i in rows], dtype=np.float32)
+        for i, value in zip(rows, matrix @ np.asarray(query, dtype=np.float32), strict=True):
+            found[i] = float(value)
+    return found
 
 
 @dataclass
@@ -312,17 +324,18 @@ def keyword_weights(
 
 def hits_of(request: SearchRequest, records: Iterable[Record]) -> list[Hit]:
     """A query's records as hits, in the engine's order, with their relevance signals."""
+    records = list(records)
+    cosines = similarities(request.dense, [r.dense for r in records])
     return [
         make_hit(
             r.id,
             r.score,
             r.payload,
-            request.dense,
+            cosine,
             request.terms.indices,
-            r.dense,
             r.terms.indices if r.terms is not None else None,
         )
-        for r in records
+        for r, cosine in zip(records, cosines, strict=True)
     ]
 
 

@@ -30,7 +30,8 @@ def imported(path: Path) -> set[str]:
 
 def test_the_contract_imports_only_the_error_tree_and_the_model_stamp():
     modules = imported(ROOT / "assistant" / "index" / "base.py")
-    ours = {m for m in modules if m.split(".")[0] not in sys.stdlib_module_names}
+    below = {*sys.stdlib_module_names, "numpy"}  # numpy: the hits' cosines, no engine
+    ours = {m for m in modules if m.split(".")[0] not in below}
     assert ours == {
         "assistant.embedder",
         "assistant.embedder.ModelStamp",
