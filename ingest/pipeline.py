@@ -241,6 +241,17 @@ def recount_keywords(index: Index) -> None:
         log.warning("the keyword table was not recounted: %s", exc)
 
 
+def build_search_indexes(index: Index) -> None:
+    """After a run: the vector index for what it wrote, when enough is unindexed (see
+    Index.build_search_indexes). A failure costs only speed: queries search the new
+    points one by one meanwhile, and the next run tries again."""
+    try:
+        if index.build_search_indexes():
+            log.info("built the vector index of the new chunks")
+    except Exception as exc:  # the engine raises bare Exceptions
+        log.warning("the vector index was not built (%s); the next run tries again", exc)
+
+
 class Ingestor:
     def __init__(
         self,
@@ -374,6 +385,7 @@ class Ingestor:
                 self.close()
             summary.failed[:0] = fetched
             record_run(self.settings.data_dir, summary.as_json())
+            build_search_indexes(self.index)  # still under the lock: one build at a time
             return summary
 
     def _refuse_missing(self, folder: Path, root_path: Path) -> None:

@@ -450,6 +450,13 @@ class Index(ABC):
         them (a server does this itself)."""
 
     @abstractmethod
+    def build_search_indexes(self) -> bool:
+        """Build the vector index for the points written since the last build, once enough
+        of them are searched point by point to make it worth minutes of work, without
+        holding readers up meanwhile (the end of an ingestion run calls this; a server
+        does it itself). True when an index was built."""
+
+    @abstractmethod
     def refresh_keyword_counts(self) -> None:
         """Recount the keyword leg's document frequencies per ACL label if a write changed
         the index since the last count (the end of an ingestion run calls this); a

@@ -457,6 +457,10 @@ class ServerIndex(Index):
     def optimize(self) -> None:
         """Nothing to do: the server builds its indexes itself."""
 
+    def build_search_indexes(self) -> bool:
+        """Nothing to do: the server's optimizers build its indexes in the background."""
+        return False
+
     def refresh_keyword_counts(self) -> None:
         """Nothing to do: the server's keyword IDF is counted per query (its writers are
         other processes, on other hosts, with no lock a table's version could be raised

@@ -157,6 +157,7 @@ def reindex(as_json: JsonOpt = False) -> None:
         finally:
             ingestor.close()
         staging.refresh_keyword_counts()  # the rebuilt index comes with its keyword IDF table
+        staging.optimize()  # and its vector index: nobody reads it yet, so build it in place
         index.promote(staging)
     if as_json:
         _print_json({"reindexed": [summary.as_json() for summary in summaries]})

@@ -1,0 +1,134 @@
+"""The embedded index's vector index (assistant/index/edge.py, build_search_indexes): Qdrant
+Edge builds no HNSW graph unless asked, and asking holds the shard for minutes at scale.
+The end of an ingestion run builds it on a copy, readers going on meanwhile, and switches
+to the copy only if no write came since it was taken. Real engine, real model; the
+threshold is lowered so that the samples' 44 chunks count as "enough"."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from assistant import sparse
+from assistant.index import edge
+from assistant.index.base import NO_TERMS, ChunkPoint, SearchRequest, SparseTerms, Upsert
+from assistant.index.edge import EdgeIndex
+from ingest.pipeline import Ingestor
+from tests.conftest import SAMPLES, CachedEmbedder
+
+QUESTION = "How many days a week may I work from home?"
+
+
+@pytest.fixture(scope="module")
+def model(embedder) -> CachedEmbedder:
+    return CachedEmbedder(embedder)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    shutil.copytree(SAMPLES, folder)
+    return folder
+
+
+def hook_optimize(monkeypatch, during) -> list[str]:
+    """Run `during()` when the engine is asked to optimize (the copy, outside any hold)."""
+    real = edge.EdgeShard
+    calls: list[str] = []
+
+    class Shard:
+        def __init__(self, inner) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str):
+            return getattr(self._inner, name)
+
+        def optimize(self):
+            calls.append("optimize")
+            during()
+            return self._inner.optimize()
+
+    loader = SimpleNamespace(create=real.create, load=lambda *a: Shard(real.load(*a)))
+    monkeypatch.setattr(edge, "EdgeShard", loader)
+    return calls
+
+
+def unindexed(index: EdgeIndex) -> int:
+    with index.shard() as shard:
+        info = shard.info()
+    return 2 * info.points_count - info.indexed_vectors_count
+
+
+def generations(index: EdgeIndex) -> list[str]:
+    return sorted(p.name for p in (index.data_dir / "generations").iterdir())
+
+
+def ask(index: EdgeIndex, model: CachedEmbedder, legs: str) -> list[str]:
+    request = SearchRequest(
+        model.embed_query(QUESTION),
+        SparseTerms.of(sparse.embed_query(QUESTION)),
+        ["everyone"],
+        limit=10,
+        legs=legs,
+    )
+    return [hit.id for hit in index.search(request)]
+
+
+def test_a_run_builds_the_vector_index_while_readers_go_on(settings, model, corpus, monkeypatch):
+    index = EdgeIndex(settings.data_dir, settings.lock_timeout)
+    Ingestor(settings, model, index=index).run(corpus)  # 44 chunks: under the threshold
+    before = generations(index)
+    assert unindexed(index) > 10 and len(before) == 1
+    answers = {legs: ask(index, model, legs) for legs in ("dense", "keyword", "both")}
+    counts = index.counts()
+    assert all(answers.values())
+
+    seen_meanwhile: list[list[str]] = []
+    calls = hook_optimize(monkeypatch, lambda: seen_meanwhile.append(ask(index, model, "both")))
+    monkeypatch.setattr(edge, "UNINDEXED_MIN", 10)
+    summary = Ingestor(settings, model, index=index).run(corpus)
+
+    assert summary.unchanged == 8 and calls == ["optimize"]
+    assert seen_meanwhile == [answers["both"]]  # a query during the build was not held
+    assert unindexed(index) == 0  # every dense vector is in the graph now
+    after = generations(index)
+    assert len(after) == 1 and after != before  # switched to the copy, the old one removed
+    assert index.link.resolve().name == after[0]
+    assert {legs: ask(index, model, legs) for legs in answers} == answers
+    assert index.counts() == counts
+
+    # nothing new to index: the next run neither copies nor switches
+    Ingestor(settings, model, index=index).run(corpus)
+    assert calls == ["optimize"] and generations(index) == after
+
+
+def test_a_write_during_the_build_is_kept_and_the_copy_dropped(
+    settings, model, corpus, monkeypatch
+):
+    index = EdgeIndex(settings.data_dir, settings.lock_timeout)
+    Ingestor(settings, model, index=index).run(corpus)
+    before = generations(index)
+    vector = model.embed_query("A note written while the index was being built")
+    point = ChunkPoint(
+        "00000000-0000-4000-8000-000000000001",
+        vector,
+        SparseTerms.of(sparse.embed_query("note")),
+        {
+            "root": "/elsewhere",
+            "source": "late.md",
+            "doc_hash": "h",
+            "chunk": 0,
+            "groups": ["everyone"],
+        },
+    )
+    hook_optimize(monkeypatch, lambda: index.write([Upsert([point])]))
+    monkeypatch.setattr(edge, "UNINDEXED_MIN", 10)
+
+    assert index.build_search_indexes() is False
+    assert generations(index) == before  # the copy that missed the write is gone
+    assert index.link.resolve().name == before[0]
+    found = index.search(SearchRequest(vector, NO_TERMS, ["everyone"], limit=1, legs="dense"))
+    assert [hit.id for hit in found] == [point.id]
