@@ -4,8 +4,9 @@
 
 For each size, builds an embedded index of that many chunks (random unit vectors and
 keyword vectors from a real vocabulary, each chunk readable by 1-3 of 20 groups,
-written through the product's own Index.write and optimized as the engine would), then
-runs the product's queries through the index contract (`Index.search`, as the page does)
+written through the product's own Index.write, then given its vector index as the end of
+an ingestion run does: `Index.build_search_indexes`, which leaves under 20,000 points
+unindexed), then runs the product's queries through the index contract (`Index.search`, as the page does)
 with the group filter inside (and the keyword leg's IDF counted over the asker's
 chunks): hybrid (dense + keyword, RRF), and each leg alone as
 `TAIMATSU_RETRIEVAL=by-language` routes an English (dense) or a Japanese (keyword)
@@ -100,7 +101,7 @@ def build(folder: Path, size: int, dim: int, rng: random.Random) -> Index:
             index.write([Upsert(batch)])
             batch = []
     index.write([Upsert(batch)])
-    index.optimize()  # build HNSW and payload indexes, as a long-lived index has them
+    index.build_search_indexes()  # as the end of an ingestion run does
     return index
 
 
