@@ -120,8 +120,7 @@ def _query(request: SearchRequest, terms: SparseTerms) -> dict[str, Any]:
             models.Prefetch(query=keyword, using=SPARSE, filter=flt, limit=request.depth),
         ],
         "query": models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=weights)),
-        "query_filter": flt,
-    }
+    }  # no query_filter: as in the embedded backend, the prefetches carry the groups
 
 
 def _operations(op: Operation) -> list[tuple[int, models.UpdateOperation]]:

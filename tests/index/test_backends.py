@@ -328,7 +328,7 @@ def test_writes_wait_and_hybrid_filters_every_leg(settings, model, local_client,
     )
     assert [p.filter for p in query["prefetch"]] == [groups, groups]
     assert [p.using for p in query["prefetch"]] == [DENSE, SPARSE]
-    assert query["query_filter"] == groups and query["with_payload"] is True
+    assert "query_filter" not in query and query["with_payload"] is True
     assert query["query"] == models.RrfQuery(rrf=models.Rrf(k=60))
 
 
@@ -482,7 +482,8 @@ def test_over_the_wire_writes_wait_and_queries_filter(stand_in, tmp_path):
     groups = {"must": [{"key": "groups", "match": {"any": ["hr"]}}]}
     assert [leg["filter"] for leg in query["prefetch"]] == [groups, groups]
     assert [leg["using"] for leg in query["prefetch"]] == ["dense", "bm25"]
-    assert query["filter"] == groups and query["query"] == {"rrf": {"k": 60}}
+    # the fusion ranks only the legs' (filtered) candidates: no second filter to pay for
+    assert query.get("filter") is None and query["query"] == {"rrf": {"k": 60}}
     # the keyword leg's IDF is counted over the asker's chunks only, and weighs the query
     assert total["filter"] == groups and total["exact"] is True
     assert term["filter"]["must"] == [*groups["must"], {"key": "terms", "match": {"value": 7}}]
