@@ -98,6 +98,7 @@ COUNT_PAGE = 8192  # points per page of refresh_keyword_counts' scroll (~60 ms o
 # build_search_indexes) before one is built: a dense leg over 20,000 costs ~3 ms, over
 # 80,000 ~20 ms; building one for 80,000 takes minutes on two cores.
 UNINDEXED_MIN = 20_000
+SEGMENTS = 8  # segments a build keeps: a new batch's graph is built alone, not merged
 WRITE_OVERHEAD = 4
 
 
@@ -188,6 +189,18 @@ def _config(dim: int, optimizers: EdgeOptimizersConfig | None = None) -> EdgeCon
         vectors={DENSE: EdgeVectorParams(size=dim, distance=Distance.Cosine)},
         sparse_vectors={SPARSE: EdgeSparseVectorParams()},  # IDF: see keyword_weights
         optimizers=optimizers,
+    )
+
+
+def _optimizers(dim: int) -> EdgeOptimizersConfig:
+    """What a build does: every segment of at least half UNINDEXED_MIN points gets its
+    graph (the engine's own threshold, in KB of vectors, could leave more unindexed than
+    the build's trigger allows), and up to SEGMENTS segments are kept. With the engine's
+    default (measured: 2 on this machine) each build merged the new points into the
+    indexed segment and rebuilt its whole graph — 8,000 points indexed again for 2,000
+    new ones, 14 s instead of 0.7 s; at 100,000 chunks, minutes for every build."""
+    return EdgeOptimizersConfig(
+        indexing_threshold=max(1, UNINDEXED_MIN * dim // 512), default_segment_number=SEGMENTS
     )
 
 
@@ -426,10 +439,7 @@ class EdgeIndex(Index):
                     dirs_exist_ok=True,
                 )
             dim = int((self.read_stamp() or {})["model"]["dim"])
-            # every segment of half that many points gets its graph (the engine's own
-            # threshold, in KB of vectors, would leave more than the check above allows)
-            threshold = EdgeOptimizersConfig(indexing_threshold=max(1, UNINDEXED_MIN * dim // 512))
-            built = EdgeShard.load(str(copy / "shard"), _config(dim, threshold))
+            built = EdgeShard.load(str(copy / "shard"), _config(dim, _optimizers(dim)))
             try:
                 built.optimize()
             finally:

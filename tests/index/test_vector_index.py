@@ -62,6 +62,12 @@ def unindexed(index: EdgeIndex) -> int:
     return 2 * info.points_count - info.indexed_vectors_count
 
 
+def indexed_segments(index: EdgeIndex) -> set[str]:
+    """The names of the shard's segments that have a vector graph."""
+    segments = index.link.resolve() / "shard" / "segments"
+    return {p.name for p in segments.iterdir() if (p / "vector_index-dense" / "graph.bin").exists()}
+
+
 def generations(index: EdgeIndex) -> list[str]:
     return sorted(p.name for p in (index.data_dir / "generations").iterdir())
 
@@ -77,7 +83,9 @@ def ask(index: EdgeIndex, model: CachedEmbedder, legs: str) -> list[str]:
     return [hit.id for hit in index.search(request)]
 
 
-def test_a_run_builds_the_vector_index_while_readers_go_on(settings, model, corpus, monkeypatch):
+def test_a_run_builds_the_vector_index_while_readers_go_on(
+    settings, model, corpus, monkeypatch, tmp_path
+):
     index = EdgeIndex(settings.data_dir, settings.lock_timeout)
     Ingestor(settings, model, index=index).run(corpus)  # 44 chunks: under the threshold
     before = generations(index)
@@ -103,6 +111,14 @@ def test_a_run_builds_the_vector_index_while_readers_go_on(settings, model, corp
     # nothing new to index: the next run neither copies nor switches
     Ingestor(settings, model, index=index).run(corpus)
     assert calls == ["optimize"] and generations(index) == after
+
+    # new documents: their points get a graph of their own; the built one is kept as it is
+    graphs = indexed_segments(index)
+    more = tmp_path / "more"
+    shutil.copytree(SAMPLES / "ja", more)
+    Ingestor(settings, model, index=index).run(more)
+    assert calls == ["optimize", "optimize"] and unindexed(index) == 0
+    assert graphs < indexed_segments(index)
 
 
 def test_a_write_during_the_build_is_kept_and_the_copy_dropped(
