@@ -6,8 +6,8 @@ For each size, builds an embedded index of that many chunks (random unit vectors
 keyword vectors from a real vocabulary, each chunk readable by 1-3 of 20 groups,
 written through the product's own Index.write, then given its vector index as the end of
 an ingestion run does: `Index.build_search_indexes`, which leaves under 20,000 points
-unindexed), then runs the product's queries through the index contract (`Index.search`, as the page does)
-with the group filter inside (and the keyword leg's IDF counted over the asker's
+unindexed), then runs the product's queries through the index contract (`Index.search`,
+as the page does) with the group filter inside (and the keyword leg's IDF counted over the asker's
 chunks): hybrid (dense + keyword, RRF), and each leg alone as
 `TAIMATSU_RETRIEVAL=by-language` routes an English (dense) or a Japanese (keyword)
 question. Each at two depths side by side: 5 hits (the former fetch) and the depth
