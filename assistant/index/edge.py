@@ -417,6 +417,9 @@ class EdgeIndex(Index):
         otherwise the copy is dropped and the next run tries again."""
         if not self.exists():
             return False
+        # a generation a reader still held at the last switch (a page lets go within
+        # seconds of its next query or of going idle): one index's worth of disk
+        self._remove_old_generations(self.link.resolve())
         copy = self.data_dir / "generations" / str(time.time_ns())
         lock = None
         try:

@@ -6,6 +6,8 @@ threshold is lowered so that the samples' 44 chunks count as "enough"."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +18,7 @@ from assistant import sparse
 from assistant.index import edge
 from assistant.index.base import NO_TERMS, ChunkPoint, SearchRequest, SparseTerms, Upsert
 from assistant.index.edge import EdgeIndex
+from assistant.index.edge_lock import open_handle_lock, try_flock
 from ingest.pipeline import Ingestor
 from tests.conftest import SAMPLES, CachedEmbedder
 
@@ -107,6 +110,16 @@ def test_a_run_builds_the_vector_index_while_readers_go_on(
     assert index.link.resolve().name == after[0]
     assert {legs: ask(index, model, legs) for legs in answers} == answers
     assert index.counts() == counts
+
+    # an old generation another process still read at a switch stays while it is held,
+    # and the first run's end after it is let go removes it
+    old = index.data_dir / "generations" / "1"
+    shutil.copytree(index.link.resolve(), old)
+    held = open_handle_lock(old)
+    assert try_flock(held, fcntl.LOCK_EX)
+    Ingestor(settings, model, index=index).run(corpus)
+    assert generations(index) == sorted(["1", *after])
+    os.close(held)
 
     # nothing new to index: the next run neither copies nor switches
     Ingestor(settings, model, index=index).run(corpus)
