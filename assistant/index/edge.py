@@ -327,9 +327,16 @@ class EdgeIndex(Index):
         built = staging.link.resolve()
         generation = self.data_dir / "generations" / built.name
         generation.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(built, generation)
         staging._shared.release()
-        self._switch_to(generation)
+        # held from the move to the switch: another process's end of a run (a run of
+        # another shard of the sources) removes unused generations, and would take it
+        lock = open_handle_lock(built)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            os.replace(built, generation)
+            self._switch_to(generation)
+        finally:
+            os.close(lock)
         shutil.rmtree(staging.data_dir, ignore_errors=True)
 
     @contextmanager

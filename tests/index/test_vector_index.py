@@ -161,3 +161,22 @@ def test_a_write_during_the_build_is_kept_and_the_copy_dropped(
     assert index.link.resolve().name == before[0]
     found = index.search(SearchRequest(vector, NO_TERMS, ["everyone"], limit=1, legs="dense"))
     assert [hit.id for hit in found] == [point.id]
+
+
+def test_a_promoted_rebuild_is_never_taken_for_a_leftover(settings, model, corpus, monkeypatch):
+    index = EdgeIndex(settings.data_dir, settings.lock_timeout)
+    Ingestor(settings, model, index=index).run(corpus)
+    staging = index.staging()
+    Ingestor(settings, model, index=staging).run(corpus)
+    counts = staging.counts()
+    real_switch = EdgeIndex._switch_to
+
+    def switch(self: EdgeIndex, generation: Path) -> None:
+        # another shard's run ends at the worst moment: it removes unused generations
+        self._remove_old_generations(self.link.resolve())
+        real_switch(self, generation)
+
+    monkeypatch.setattr(EdgeIndex, "_switch_to", switch)
+    index.promote(staging)
+    assert index.counts() == counts and index.link.resolve().is_dir()
+    assert ask(index, model, "both")
