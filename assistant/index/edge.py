@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -201,6 +202,18 @@ def _optimizers(dim: int) -> EdgeOptimizersConfig:
     new ones, 14 s instead of 0.7 s; at 100,000 chunks, minutes for every build."""
     return EdgeOptimizersConfig(
         indexing_threshold=max(1, UNINDEXED_MIN * dim // 512), default_segment_number=SEGMENTS
+    )
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    """Copy a generation's files into `target`, keeping the engine's sparse files sparse
+    (and sharing blocks where the file system can): cp took 0.3 s and half the disk
+    where shutil.copytree took 2 s for the same 839 MB index."""
+    items = [str(p) for p in source.iterdir() if p.name != "handle.lock"]
+    subprocess.run(
+        ["cp", "-R", "--sparse=always", "--reflink=auto", *items, str(target)],
+        check=True,
+        capture_output=True,
     )
 
 
@@ -442,12 +455,7 @@ class EdgeIndex(Index):
                 # held until the switch: nobody removes it as an unused leftover
                 lock = open_handle_lock(copy)
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                shutil.copytree(
-                    current,
-                    copy,
-                    ignore=shutil.ignore_patterns("handle.lock", "*.tmp"),
-                    dirs_exist_ok=True,
-                )
+                _copy_folder(current, copy)
             dim = int((self.read_stamp() or {})["model"]["dim"])
             built = EdgeShard.load(str(copy / "shard"), _config(dim, _optimizers(dim)))
             try:
