@@ -377,7 +377,11 @@ class ServerIndex(Index):
                 replication_factor=self.settings.qdrant_replicas,
             )
             indexes = [(f, models.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
-            indexes += [(f, models.PayloadSchemaType.INTEGER) for f in INTEGER_FIELDS]
+            # matched, never compared by range: no range index to keep (decisions §17)
+            lookup = models.IntegerIndexParams(
+                type=models.IntegerIndexType.INTEGER, lookup=True, range=False
+            )
+            indexes += [(f, lookup) for f in INTEGER_FIELDS]
             with warnings.catch_warnings():
                 if self.local:  # "payload indexes have no effect in local mode": expected
                     warnings.simplefilter("ignore", UserWarning)

@@ -291,8 +291,11 @@ def test_schema_and_stamp_in_the_collection(settings, model, local_client):
     indexes = {c["field_name"]: c["field_schema"] for c in recording.named("create_payload_index")}
     assert indexes == {
         **{name: models.PayloadSchemaType.KEYWORD for name in KEYWORD_FIELDS},
-        **{name: models.PayloadSchemaType.INTEGER for name in INTEGER_FIELDS},
-    }
+        **{
+            name: models.IntegerIndexParams(type="integer", lookup=True, range=False)
+            for name in INTEGER_FIELDS
+        },
+    }  # matched, never ranged: no range index to build (decisions §17)
     assert all(c["wait"] for c in recording.named("create_payload_index"))
     # the real data sits in a versioned collection behind the alias, stamp in its metadata
     (alias,) = local_client.get_aliases().aliases

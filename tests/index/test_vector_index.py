@@ -180,3 +180,37 @@ def test_a_promoted_rebuild_is_never_taken_for_a_leftover(settings, model, corpu
     index.promote(staging)
     assert index.counts() == counts and index.link.resolve().is_dir()
     assert ask(index, model, "both")
+
+
+def ranged_fields(index: EdgeIndex) -> list[str]:
+    with index.shard() as shard:
+        return edge._ranged(shard.info())
+
+
+def test_integer_fields_are_lookup_only_and_an_older_index_gets_them_so(
+    settings, model, corpus, monkeypatch
+):
+    """The range index of the integer fields cost 70% of a large shard's open time and was
+    never used: a new index has none, and one made before gets rid of it, once, at the end
+    of its next run (on the copy, as a graph is built)."""
+    fresh = EdgeIndex(settings.data_dir / "fresh", settings.lock_timeout)
+    fresh.ensure(model.stamp)
+    assert ranged_fields(fresh) == []
+
+    index = EdgeIndex(settings.data_dir, settings.lock_timeout)
+    with monkeypatch.context() as old:  # the integer index as it was made before
+        old.setattr(edge, "_LOOKUP_ONLY", edge.PayloadSchemaType.Integer)
+        Ingestor(settings, model, index=index).run(corpus)
+    assert ranged_fields(index) == ["chunk", "terms"]
+    answers = {legs: ask(index, model, legs) for legs in ("dense", "keyword", "both")}
+    counts, before = index.counts(), generations(index)
+
+    calls = hook_optimize(monkeypatch, lambda: None)
+    Ingestor(settings, model, index=index).run(corpus)  # 44 chunks: no graph to build
+    assert ranged_fields(index) == [] and calls == ["optimize"]
+    assert generations(index) != before
+    assert {legs: ask(index, model, legs) for legs in answers} == answers
+    assert index.counts() == counts
+
+    Ingestor(settings, model, index=index).run(corpus)
+    assert calls == ["optimize"]  # done once: the next run copies nothing
