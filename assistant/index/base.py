@@ -78,6 +78,9 @@ class Field:
 
 KEYWORD_FIELDS = (Field.GROUPS, Field.ROOT, Field.SOURCE, Field.DOC_HASH)
 INTEGER_FIELDS = (Field.CHUNK, Field.TERMS)
+# fields whose index is kept in memory: every query filters by groups, and the manifest
+# reads documents by their first chunk; the others are read from disk (decisions §17)
+IN_MEMORY_FIELDS = (Field.GROUPS, Field.CHUNK)
 
 
 class SparseTerms(NamedTuple):

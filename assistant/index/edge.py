@@ -39,9 +39,9 @@ from qdrant_edge import (
     Filter,
     Fusion,
     IntegerIndexParams,
+    KeywordIndexParams,
     MatchAny,
     MatchValue,
-    PayloadSchemaType,
     Point,
     Prefetch,
     Query,
@@ -56,6 +56,7 @@ from assistant.errors import ModelMismatch, StoreBusy, StoreError
 from assistant.index.base import (
     DENSE,
     FACET_LIMIT,
+    IN_MEMORY_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     RRF_K,
@@ -218,26 +219,38 @@ def _copy_folder(source: Path, target: Path) -> None:
     )
 
 
-# The integer fields are only ever matched, never compared by range. The engine's default
-# integer index keeps a range index too, which it rebuilds in memory at every open: 70% of
-# the 9.5 s it took to open a shard of 181,555 chunks (1.85 s without; decisions §17).
-_LOOKUP_ONLY = IntegerIndexParams(lookup=True, range=False)
+# How each payload field is indexed (decisions §17). The integer fields are only ever
+# matched, never compared by range: the engine's default integer index keeps a range
+# index too, rebuilt in memory at every open (70% of the 12-14 s it took to open a shard
+# of 181,555 chunks). Fields no query filters on read their index from disk (the page
+# cache) instead of loading it whole at the open: 0.5 s and 448 MB for that shard,
+# against 1.9-2.6 s and 613 MB with every index in memory.
+def _field_params(name: str) -> KeywordIndexParams | IntegerIndexParams:
+    on_disk = name not in IN_MEMORY_FIELDS
+    if name in INTEGER_FIELDS:
+        return IntegerIndexParams(lookup=True, range=False, on_disk=on_disk)
+    return KeywordIndexParams(on_disk=on_disk)
 
 
-def _ranged(info: Any) -> list[str]:
-    """The integer fields still indexed for ranges (a generation made before §17)."""
-    schema = info.payload_schema
-    return [
-        name
-        for name in INTEGER_FIELDS
-        if name in schema and getattr(schema[name].params, "range", None) is not False
-    ]
+def _outdated(info: Any) -> list[str]:
+    """The payload fields not indexed as `_field_params` says (a generation made before
+    decisions §17)."""
+    outdated = []
+    for name, index in info.payload_schema.items():
+        if name not in KEYWORD_FIELDS and name not in INTEGER_FIELDS:
+            continue
+        have, want = index.params, _field_params(name)
+        ranged = name in INTEGER_FIELDS and getattr(have, "range", None) is not False
+        if ranged or bool(getattr(have, "on_disk", None)) != bool(want.on_disk):
+            outdated.append(name)
+    return sorted(outdated)
 
 
-def _lookup_only(shard: EdgeShard, names: list[str]) -> None:
+def _index_fields(shard: EdgeShard, names: list[str], replace: bool = False) -> None:
     for name in names:
-        shard.update(UpdateOperation.delete_field_index(name))
-        shard.update(UpdateOperation.create_field_index(name, _LOOKUP_ONLY))
+        if replace:
+            shard.update(UpdateOperation.delete_field_index(name))
+        shard.update(UpdateOperation.create_field_index(name, _field_params(name)))
 
 
 class _Stale(Exception):
@@ -307,12 +320,7 @@ class EdgeIndex(Index):
             fcntl.flock(lock, fcntl.LOCK_EX)
             shard = EdgeShard.create(str(generation / "shard"), config)
             try:
-                for name in KEYWORD_FIELDS:
-                    shard.update(
-                        UpdateOperation.create_field_index(name, PayloadSchemaType.Keyword)
-                    )
-                for name in INTEGER_FIELDS:
-                    shard.update(UpdateOperation.create_field_index(name, _LOOKUP_ONLY))
+                _index_fields(shard, [*KEYWORD_FIELDS, *INTEGER_FIELDS])
                 shard.flush()
             finally:
                 shard.close()
@@ -455,9 +463,9 @@ class EdgeIndex(Index):
         the whole build (minutes at 100,000 chunks: no page could query meanwhile). So
         the current generation is copied while no write can run, the copy optimized with
         nobody waiting, and the link switched to it if no write came since the copy;
-        otherwise the copy is dropped and the next run tries again. A generation made
-        before the integer fields were lookup-only (`_LOOKUP_ONLY`) gets them the same
-        way, once."""
+        otherwise the copy is dropped and the next run tries again. A generation whose
+        payload fields are not indexed as `_field_params` says (made before decisions
+        §17) gets them the same way, once."""
         if not self.exists():
             return False
         # a generation a reader still held at the last switch (a page lets go within
@@ -468,9 +476,9 @@ class EdgeIndex(Index):
         try:
             with self.shard() as shard:  # a reader's hold: no write runs while it is held
                 info = shard.info()
-                ranged = _ranged(info)
+                outdated = _outdated(info)
                 unindexed = 2 * info.points_count - info.indexed_vectors_count
-                if unindexed < UNINDEXED_MIN and not ranged:
+                if unindexed < UNINDEXED_MIN and not outdated:
                     return False  # (dense and keyword vectors; the keyword ones always count)
                 version = self._version()
                 current = self.link.resolve()
@@ -484,7 +492,7 @@ class EdgeIndex(Index):
             dim = int((self.read_stamp() or {})["model"]["dim"])
             built = EdgeShard.load(str(copy / "shard"), _config(dim, _optimizers(dim)))
             try:
-                _lookup_only(built, ranged)
+                _index_fields(built, outdated, replace=True)
                 built.optimize()
             finally:
                 built.close()

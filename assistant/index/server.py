@@ -32,6 +32,7 @@ from assistant.errors import ModelMismatch, StoreError
 from assistant.index.base import (
     DENSE,
     FACET_LIMIT,
+    IN_MEMORY_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     RRF_K,
@@ -217,6 +218,18 @@ def _patient(client: QdrantClient) -> QdrantClient:
     return client if isinstance(client, _Patient) else cast(QdrantClient, _Patient(client))
 
 
+def field_params(name: str) -> models.KeywordIndexParams | models.IntegerIndexParams:
+    """How a payload field is indexed, as the embedded index does (decisions §17): the
+    integer fields for lookup only (never compared by range), and on disk unless every
+    query filters on them."""
+    on_disk = name not in IN_MEMORY_FIELDS
+    if name in INTEGER_FIELDS:
+        return models.IntegerIndexParams(
+            type=models.IntegerIndexType.INTEGER, lookup=True, range=False, on_disk=on_disk
+        )
+    return models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, on_disk=on_disk)
+
+
 class ServerIndex(Index):
     def __init__(
         self,
@@ -376,12 +389,7 @@ class ServerIndex(Index):
                 shard_number=self.settings.qdrant_shards,
                 replication_factor=self.settings.qdrant_replicas,
             )
-            indexes = [(f, models.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
-            # matched, never compared by range: no range index to keep (decisions §17)
-            lookup = models.IntegerIndexParams(
-                type=models.IntegerIndexType.INTEGER, lookup=True, range=False
-            )
-            indexes += [(f, lookup) for f in INTEGER_FIELDS]
+            indexes = [(f, field_params(f)) for f in (*KEYWORD_FIELDS, *INTEGER_FIELDS)]
             with warnings.catch_warnings():
                 if self.local:  # "payload indexes have no effect in local mode": expected
                     warnings.simplefilter("ignore", UserWarning)

@@ -289,13 +289,18 @@ def test_schema_and_stamp_in_the_collection(settings, model, local_client):
     # no engine IDF: it would count chunks the asker may not read (visible_idf instead)
     assert created["sparse_vectors_config"][SPARSE].modifier is None
     indexes = {c["field_name"]: c["field_schema"] for c in recording.named("create_payload_index")}
+    # matched, never ranged; on disk unless every query filters on it (decisions §17)
     assert indexes == {
-        **{name: models.PayloadSchemaType.KEYWORD for name in KEYWORD_FIELDS},
         **{
-            name: models.IntegerIndexParams(type="integer", lookup=True, range=False)
+            name: models.KeywordIndexParams(type="keyword", on_disk=True) for name in KEYWORD_FIELDS
+        },
+        **{
+            name: models.IntegerIndexParams(type="integer", lookup=True, range=False, on_disk=True)
             for name in INTEGER_FIELDS
         },
-    }  # matched, never ranged: no range index to build (decisions §17)
+        "groups": models.KeywordIndexParams(type="keyword", on_disk=False),
+        "chunk": models.IntegerIndexParams(type="integer", lookup=True, range=False, on_disk=False),
+    }
     assert all(c["wait"] for c in recording.named("create_payload_index"))
     # the real data sits in a versioned collection behind the alias, stamp in its metadata
     (alias,) = local_client.get_aliases().aliases

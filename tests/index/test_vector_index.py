@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from qdrant_edge import PayloadSchemaType
 
 from assistant import sparse
 from assistant.index import edge
@@ -182,35 +183,46 @@ def test_a_promoted_rebuild_is_never_taken_for_a_leftover(settings, model, corpu
     assert ask(index, model, "both")
 
 
-def ranged_fields(index: EdgeIndex) -> list[str]:
+def outdated_fields(index: EdgeIndex) -> list[str]:
     with index.shard() as shard:
-        return edge._ranged(shard.info())
+        return edge._outdated(shard.info())
 
 
-def test_integer_fields_are_lookup_only_and_an_older_index_gets_them_so(
+def index_as_before(name: str) -> PayloadSchemaType:
+    """A field's index as the engine's defaults made it before decisions §17."""
+    integer = name in edge.INTEGER_FIELDS
+    return PayloadSchemaType.Integer if integer else PayloadSchemaType.Keyword
+
+
+def test_payload_fields_are_indexed_lean_and_an_older_index_gets_them_so(
     settings, model, corpus, monkeypatch
 ):
-    """The range index of the integer fields cost 70% of a large shard's open time and was
-    never used: a new index has none, and one made before gets rid of it, once, at the end
-    of its next run (on the copy, as a graph is built)."""
+    """The integer fields' range index cost 70% of a large shard's open time and was never
+    used, and the fields no query filters on need no index in memory: a new index is made
+    so, and one made before is changed, once, at the end of its next run (on the copy, as
+    a graph is built)."""
     fresh = EdgeIndex(settings.data_dir / "fresh", settings.lock_timeout)
     fresh.ensure(model.stamp)
-    assert ranged_fields(fresh) == []
+    assert outdated_fields(fresh) == []
+    with fresh.shard() as shard:
+        schema = shard.info().payload_schema
+    assert [n for n in sorted(schema) if not schema[n].params.on_disk] == ["chunk", "groups"]
 
     index = EdgeIndex(settings.data_dir, settings.lock_timeout)
-    with monkeypatch.context() as old:  # the integer index as it was made before
-        old.setattr(edge, "_LOOKUP_ONLY", edge.PayloadSchemaType.Integer)
+    with monkeypatch.context() as old:
+        old.setattr(edge, "_field_params", index_as_before)
         Ingestor(settings, model, index=index).run(corpus)
-    assert ranged_fields(index) == ["chunk", "terms"]
+    assert outdated_fields(index) == ["chunk", "doc_hash", "root", "source", "terms"]
     answers = {legs: ask(index, model, legs) for legs in ("dense", "keyword", "both")}
     counts, before = index.counts(), generations(index)
+    manifest = index.manifest(str(corpus.resolve()))
 
     calls = hook_optimize(monkeypatch, lambda: None)
     Ingestor(settings, model, index=index).run(corpus)  # 44 chunks: no graph to build
-    assert ranged_fields(index) == [] and calls == ["optimize"]
+    assert outdated_fields(index) == [] and calls == ["optimize"]
     assert generations(index) != before
     assert {legs: ask(index, model, legs) for legs in answers} == answers
-    assert index.counts() == counts
+    assert index.counts() == counts and index.manifest(str(corpus.resolve())) == manifest
 
     Ingestor(settings, model, index=index).run(corpus)
     assert calls == ["optimize"]  # done once: the next run copies nothing
