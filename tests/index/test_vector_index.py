@@ -226,3 +226,29 @@ def test_payload_fields_are_indexed_lean_and_an_older_index_gets_them_so(
 
     Ingestor(settings, model, index=index).run(corpus)
     assert calls == ["optimize"]  # done once: the next run copies nothing
+
+
+def test_no_build_without_room_for_a_copy(settings, model, corpus, monkeypatch, caplog):
+    """The build needs free disk for a second copy of the index and the segments its
+    optimization writes; without it the run ends as it is, with a warning, and the index
+    stays searchable."""
+    index = EdgeIndex(settings.data_dir, settings.lock_timeout)
+    Ingestor(settings, model, index=index).run(corpus)
+    before = generations(index)
+    monkeypatch.setattr(edge, "UNINDEXED_MIN", 10)
+    real = edge.shutil.disk_usage
+    on_disk = sum(f.stat().st_blocks * 512 for f in index.link.resolve().rglob("*") if f.is_file())
+
+    def short(path):  # just under twice the generation's blocks, besides the reserve
+        usage = real(path)
+        return usage._replace(free=2 * on_disk + edge.MIN_FREE_BYTES - 1)
+
+    monkeypatch.setattr(edge.shutil, "disk_usage", short)
+    assert index.build_search_indexes() is False
+    assert generations(index) == before and unindexed(index) > 10
+    assert "needs" in caplog.text and ask(index, model, "both")
+
+    monkeypatch.setattr(
+        edge.shutil, "disk_usage", lambda path: short(path)._replace(free=short(path).free + 1)
+    )
+    assert index.build_search_indexes() is True and unindexed(index) == 0
