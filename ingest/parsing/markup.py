@@ -44,6 +44,52 @@ def parse_text(data: bytes) -> list[Section]:
     return sections_from(pairs)
 
 
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_CODE_SPAN = re.compile(r"(`+)[^`]*?\1")
+# **strong** and __strong__ within a paragraph (CommonMark: the marks hug the text, and
+# `__` does not open or close inside a word)
+_IN_PARAGRAPH = r"(?:(?!\n[ \t]*\n).)+?"
+_STRONG = re.compile(
+    rf"\*\*(?=\S)({_IN_PARAGRAPH})(?<=\S)\*\*|(?<!\w)__(?=\S)({_IN_PARAGRAPH})(?<=\S)__(?!\w)",
+    re.DOTALL,
+)
+
+
+def _plain_strong(prose: str) -> str:
+    spans = [(m.start(), m.end()) for m in _CODE_SPAN.finditer(prose)]
+    pieces, at = [], 0
+    for begin, end in [*spans, (len(prose), len(prose))]:
+        pieces.append(_STRONG.sub(lambda m: m.group(1) or m.group(2), prose[at:begin]))
+        pieces.append(prose[begin:end])
+        at = end
+    return "".join(pieces)
+
+
+def _without_strong(text: str) -> str:
+    """Markdown text without the marks of strong emphasis, which a passage would show as
+    they are ("**20 days**"); code blocks and code spans keep theirs."""
+    out: list[str] = []
+    prose: list[str] = []
+    fenced = None
+    for line in text.split("\n"):
+        fence = _FENCE.match(line)
+        code = fenced is not None or fence or line.startswith(("    ", "\t"))
+        if code and prose:
+            out.append(_plain_strong("\n".join(prose)))
+            prose = []
+        if fenced is None and fence:
+            fenced = fence.group(1)
+        elif fenced is not None and fence and fence.group(1) == fenced:
+            fenced = None
+        if code:
+            out.append(line)
+        else:
+            prose.append(line)
+    if prose:
+        out.append(_plain_strong("\n".join(prose)))
+    return "\n".join(out)
+
+
 def parse_markdown(data: bytes) -> list[Section]:
     from markdown_it import MarkdownIt
 
@@ -63,6 +109,7 @@ def parse_markdown(data: bytes) -> list[Section]:
         current = str(headings)
         start = end
     pairs.append((current, "\n".join(lines[start:])))
+    pairs = [(heading, _without_strong(text)) for heading, text in pairs]
     # only headings and no text under any (lines of a #-commented file saved as .md): the
     # headings are the text, rather than a document that reports "no text found"
     return sections_from(pairs) or sections_from([("", text)])
@@ -145,6 +192,8 @@ def parse_html(data: bytes | str) -> list[Section]:
                 headings.enter(int(node.name[1]), " ".join(node.get_text(" ").split()))
                 current = str(headings)
                 skip.update(id(s) for s in node.find_all(string=True))
+            elif node.name == "li":  # a list stays a list: its items are not run together
+                buffer.append("\n- ")
             elif node.name in _HTML_BLOCKS:
                 buffer.append("\n")
         elif isinstance(node, NavigableString) and id(node) not in skip:

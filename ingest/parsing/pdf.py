@@ -24,6 +24,44 @@ log = logging.getLogger(__name__)
 MIN_PAGE_CHARS = 10  # fewer non-space characters than this: a scan (maybe with a stamp)
 MIN_DRAWING_OPS = 4  # fewer rectangles and line segments than this: no ruled table
 _DRAWING = re.compile(rb"\s(?:re|l)\s")
+EDGE_LINES = 2  # lines at the top and at the bottom of a page where running heads sit
+_DIGITS = re.compile(r"\d+")
+
+
+def _furniture_key(line: str) -> str:
+    """A line as a running head or foot repeats it: numbers (the page's, a date) as #."""
+    return _DIGITS.sub("#", " ".join(line.split())).casefold()
+
+
+def strip_running_lines(texts: dict[int, str]) -> dict[int, str]:
+    """Pages without their running heads and feet ("Page 3 of 12", "- 3 -", a title or
+    footer line repeated on every page): a line among the first or last `EDGE_LINES` of a
+    page that, numbers aside, stands at the top or bottom of at least half the pages (and
+    of two at least). A passage cut from a page then holds the page's text only."""
+    edges: dict[int, list[str]] = {}
+    for n, text in texts.items():
+        lines = [line for line in text.splitlines() if line.strip()]
+        edges[n] = lines[:EDGE_LINES] + lines[-EDGE_LINES:]
+    pages: dict[str, set[int]] = {}
+    for n, lines in edges.items():
+        for line in lines:
+            pages.setdefault(_furniture_key(line), set()).add(n)
+    needed = max(2, (len(texts) + 1) // 2)
+    running = {key for key, found in pages.items() if len(found) >= needed}
+    if not running:
+        return texts
+    out = {}
+    for n, text in texts.items():
+        lines = text.splitlines()
+        filled = [i for i, line in enumerate(lines) if line.strip()]
+        edge = set(filled[:EDGE_LINES] + filled[-EDGE_LINES:])
+        kept = [
+            line
+            for i, line in enumerate(lines)
+            if i not in edge or _furniture_key(line) not in running
+        ]
+        out[n] = "\n".join(kept).strip()
+    return out
 
 
 def _draws(page: Any) -> bool:
@@ -115,6 +153,7 @@ def parse_pdf(data: bytes) -> list[Section]:
         raise ParseError(f"unreadable PDF ({exc.__class__.__name__}: {exc})"[:200]) from exc
     if drawn:
         texts.update(_tables(data, drawn))
+    texts = strip_running_lines(texts)
     scanned = [n for n, text in texts.items() if len("".join(text.split())) < MIN_PAGE_CHARS]
     ocr_ready = False
     if scanned:

@@ -351,3 +351,52 @@ def test_pdf_tables_come_out_as_header_value_rows_in_reading_order():
 def test_pdf_pages_that_draw_nothing_keep_their_text():
     (section,) = parse(Path("plain.pdf"), _pdf_bytes("Plain words. Nothing drawn here."))
     assert section.text == "Plain words. Nothing drawn here."
+
+
+def test_running_heads_and_feet_of_pdf_pages_are_left_out():
+    """A passage cut from a page holds the page's text, not "Page 2 of 3" or the title
+    line printed on every page; a line that is only on some pages, or a one-page PDF,
+    keeps everything."""
+    pdf = FPDF()
+    bodies = [
+        "Claims are paid monthly.",
+        "Taxis need a receipt.",
+        "Hotels are booked by the travel desk.",
+    ]
+    for n, body in enumerate(bodies, start=1):
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=12)
+        pdf.multi_cell(0, 10, f"Kiri Systems - Expense Policy FIN-07\n{body}\nPage {n} of 3")
+    sections = parse(Path("policy.pdf"), bytes(pdf.output()))
+    assert [s.text for s in sections] == bodies
+    assert [s.page for s in sections] == [1, 2, 3]
+
+    (alone,) = parse(Path("one.pdf"), _pdf_bytes("Kiri Systems\nOnly page.\nPage 1 of 1"))
+    assert alone.text.splitlines() == ["Kiri Systems", "Only page.", "Page 1 of 1"]
+
+
+def test_html_list_items_stay_items():
+    """Each <li> is a line of its own, marked as an item: the page shows a list, not the
+    items run together (「対象：技術書…対象外：雑誌…」)."""
+    page = (
+        "<h2>補助</h2><p>書籍を補助します。</p><ul><li>対象：技術書</li><li>対象外：雑誌</li></ul>"
+    )
+    (section,) = parse(Path("benefits.html"), page.encode())
+    assert section.text.splitlines() == ["書籍を補助します。", "- 対象：技術書", "- 対象外：雑誌"]
+
+
+def test_markdown_strong_marks_are_not_kept_in_the_text():
+    text = (
+        "# Leave\n\nYou receive **20 days** of leave and __10 days of sick\nleave__.\n"
+        "Use `**kept**` and snake__case__names.\n\n```\n**in code**\n```\n"
+    )
+    (section,) = parse(Path("leave.md"), text.encode())
+    assert section.text.splitlines() == [
+        "You receive 20 days of leave and 10 days of sick",
+        "leave.",
+        "Use `**kept**` and snake__case__names.",
+        "",
+        "```",
+        "**in code**",
+        "```",
+    ]
