@@ -146,7 +146,9 @@ def stream_chat(
                 log.info("%s reset the connection (attempt %d); retrying", url, attempt + 1)
                 time.sleep(delay)
                 continue
-            log.warning("model server at %s: %s (%s)", url, reason or "unreachable", type(exc))
+            log.warning(
+                "model server at %s: %s (%s)", url, reason or "unreachable", type(exc).__name__
+            )
             raise LLMUnavailable(reason or "unreachable") from exc
 
 
