@@ -192,8 +192,6 @@ def parse_html(data: bytes | str) -> list[Section]:
                 headings.enter(int(node.name[1]), " ".join(node.get_text(" ").split()))
                 current = str(headings)
                 skip.update(id(s) for s in node.find_all(string=True))
-            elif node.name == "li":  # a list stays a list: its items are not run together
-                buffer.append("\n- ")
             elif node.name in _HTML_BLOCKS:
                 buffer.append("\n")
         elif isinstance(node, NavigableString) and id(node) not in skip:

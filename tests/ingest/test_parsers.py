@@ -375,16 +375,6 @@ def test_running_heads_and_feet_of_pdf_pages_are_left_out():
     assert alone.text.splitlines() == ["Kiri Systems", "Only page.", "Page 1 of 1"]
 
 
-def test_html_list_items_stay_items():
-    """Each <li> is a line of its own, marked as an item: the page shows a list, not the
-    items run together (「対象：技術書…対象外：雑誌…」)."""
-    page = (
-        "<h2>補助</h2><p>書籍を補助します。</p><ul><li>対象：技術書</li><li>対象外：雑誌</li></ul>"
-    )
-    (section,) = parse(Path("benefits.html"), page.encode())
-    assert section.text.splitlines() == ["書籍を補助します。", "- 対象：技術書", "- 対象外：雑誌"]
-
-
 def test_markdown_strong_marks_are_not_kept_in_the_text():
     text = (
         "# Leave\n\nYou receive **20 days** of leave and __10 days of sick\nleave__.\n"

@@ -208,6 +208,18 @@ def test_a_passage_flows_its_wrapped_lines_and_keeps_its_other_line_breaks():
         "- two<br />\n申請は金曜日までです。<br />\n===</p>\n<p>End</p>\n"
     )  # and "===" under a line makes no heading of it
 
+    # an HTML or Office document's lines are its blocks (list items, paragraphs), never
+    # wraps: they are not run together (「対象：技術書対象外：雑誌」)
+    items = "書籍を補助します。\n対象：技術書\n対象外：雑誌\nyear: April\nto March"
+    for source in ("benefits.html", "規程.docx"):
+        shown = html.unescape(_rendered(passage_markdown(items, source)))
+        assert shown == (
+            "<p>書籍を補助します。<br />\n対象：技術書<br />\n対象外：雑誌<br />\n"
+            "year: April<br />\nto March</p>\n"
+        )
+    flowed = html.unescape(_rendered(passage_markdown(items, "benefits.md")))
+    assert "対象：技術書対象外：雑誌" in flowed  # a wrapped source's lines still flow
+
 
 def test_spreadsheet_rows_and_cut_tables_are_shown_as_tables():
     rows = "Item: Hotel; Limit: 18,000 yen\nItem: Taxi [x]; Note: after 22:00; <b>x</b>"

@@ -40,6 +40,8 @@ def plain(text: str) -> str:
 
 # files whose rows were ingested as "Header: value; ..." lines (ingest.parsing.tables)
 TABLE_SOURCES = (".csv", ".tsv", ".xlsx")
+# files whose text breaks a line only between blocks (paragraphs, list items, cells)
+BLOCK_LINE_SOURCES = (".html", ".htm", ".docx", ".pptx")
 _PIPE_ROW = re.compile(r"\|.*\|")  # a Markdown table row, stripped: "| a | b |"
 _PIPE = re.compile(r"(?<!\\)\|")  # a cell border: a "|" not escaped as "\|"
 _DELIMITER_CELL = re.compile(r":?-+:?")
@@ -64,16 +66,17 @@ def _literal_line(line: str) -> str:
     return "\\" + escaped if escaped.startswith("=") else escaped
 
 
-def _prose(lines: list[str]) -> str:
+def _prose(lines: list[str], wrapped: bool = True) -> str:
     """Lines shown as they are, but for line breaks that only wrap a sentence at a fixed
-    width (PDF lines, Markdown and HTML sources), which flow as Markdown's own do."""
+    width (PDF lines, plain text and Markdown sources: `wrapped`), which flow as
+    Markdown's own do."""
     paragraphs: list[list[str]] = [[]]
     previous = ""
     for line in lines:
         if not line:
             if paragraphs[-1]:
                 paragraphs.append([])
-        elif paragraphs[-1] and not line_ends_sentence(previous, line):
+        elif wrapped and paragraphs[-1] and not line_ends_sentence(previous, line):
             wide = _WIDE.match(line) and _WIDE.match(previous[-1])
             paragraphs[-1][-1] += ("" if wide else " ") + line
         else:
@@ -133,14 +136,18 @@ def _labelled_rows(lines: list[str]) -> str | None:
 
 def passage_markdown(text: str, source: str = "") -> str:
     """A cited passage as Markdown that shows its text literally, with its line breaks
-    (but those that wrap a sentence), except that its tables render as tables: Markdown
-    tables, and the rows of a spreadsheet or CSV file (`source`). Every cell is escaped
-    like the rest: no HTML, link or image comes from the text."""
+    (but those that wrap a sentence, in a file whose lines may: not HTML or Office, whose
+    parsers break lines only between blocks, such as list items), except that its tables
+    render as tables: Markdown tables, and the rows of a spreadsheet or CSV file
+    (`source`). Every cell is escaped like the rest: no HTML, link or image comes from
+    the text."""
     lines = [line.strip() for line in text.splitlines()]
-    if source.lower().endswith(TABLE_SOURCES) and (table := _labelled_rows(lines)):
+    kind = source.lower()
+    if kind.endswith(TABLE_SOURCES) and (table := _labelled_rows(lines)):
         return table
+    wrapped = not kind.endswith(BLOCK_LINE_SOURCES)
     blocks = [
-        _pipe_table(list(run)) if is_table else _prose(list(run))
+        _pipe_table(list(run)) if is_table else _prose(list(run), wrapped)
         for is_table, run in itertools.groupby(lines, lambda line: bool(_PIPE_ROW.fullmatch(line)))
     ]
     return "\n\n".join(b for b in blocks if b)
