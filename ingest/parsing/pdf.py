@@ -26,6 +26,7 @@ MIN_DRAWING_OPS = 4  # fewer rectangles and line segments than this: no ruled ta
 _DRAWING = re.compile(rb"\s(?:re|l)\s")
 EDGE_LINES = 2  # lines at the top and at the bottom of a page where running heads sit
 _DIGITS = re.compile(r"\d+")
+COUNTER_TOKENS = 5  # "Page 3 of 12", "- 3 -", "3 / 12": a page counter is this short
 
 
 def _furniture_key(line: str) -> str:
@@ -33,21 +34,34 @@ def _furniture_key(line: str) -> str:
     return _DIGITS.sub("#", " ".join(line.split())).casefold()
 
 
+def _running(lines: dict[int, str]) -> bool:
+    """Whether the lines (page: line) that share a key are a running head or foot: the
+    same words on every page (a title, a footer: three letters at least, so that no row
+    of numbers counts), or a short page counter whose first number moves with the page."""
+    texts = {" ".join(line.split()) for line in lines.values()}
+    if len(texts) == 1:
+        return sum(c.isalpha() for c in next(iter(texts))) >= 3
+    offsets = set()
+    for page, line in lines.items():
+        number = _DIGITS.search(line)
+        if number is None or len(line.split()) > COUNTER_TOKENS or len(line.strip()) > 24:
+            return False
+        offsets.add(page - int(number.group()))
+    return len(offsets) == 1
+
+
 def strip_running_lines(texts: dict[int, str]) -> dict[int, str]:
-    """Pages without their running heads and feet ("Page 3 of 12", "- 3 -", a title or
-    footer line repeated on every page): a line among the first or last `EDGE_LINES` of a
-    page that, numbers aside, stands at the top or bottom of at least half the pages (and
-    of two at least). A passage cut from a page then holds the page's text only."""
-    edges: dict[int, list[str]] = {}
+    """Pages without their running heads and feet ("Page 3 of 12", "- 3 -", the title
+    or footer printed on every page): a line among the first or last `EDGE_LINES` of a
+    page that stands there on at least half the pages (and two at least), `_running`.
+    A page is never emptied by it; a one-page PDF keeps everything."""
+    found: dict[str, dict[int, str]] = {}
     for n, text in texts.items():
         lines = [line for line in text.splitlines() if line.strip()]
-        edges[n] = lines[:EDGE_LINES] + lines[-EDGE_LINES:]
-    pages: dict[str, set[int]] = {}
-    for n, lines in edges.items():
-        for line in lines:
-            pages.setdefault(_furniture_key(line), set()).add(n)
+        for line in lines[:EDGE_LINES] + lines[-EDGE_LINES:]:
+            found.setdefault(_furniture_key(line), {}).setdefault(n, line)
     needed = max(2, (len(texts) + 1) // 2)
-    running = {key for key, found in pages.items() if len(found) >= needed}
+    running = {key for key, lines in found.items() if len(lines) >= needed and _running(lines)}
     if not running:
         return texts
     out = {}
@@ -60,7 +74,8 @@ def strip_running_lines(texts: dict[int, str]) -> dict[int, str]:
             for i, line in enumerate(lines)
             if i not in edge or _furniture_key(line) not in running
         ]
-        out[n] = "\n".join(kept).strip()
+        body = "\n".join(kept).strip()
+        out[n] = body or text  # all of it at the edges: nothing to tell furniture by
     return out
 
 

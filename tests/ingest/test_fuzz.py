@@ -508,6 +508,10 @@ KINDS = [".md", ".html", ".eml", ".pdf", ".docx", ".pptx", ".xlsx", ".csv", ".ts
 @example(  # found by FUZZ_EXAMPLES=300: short UTF-8 HTML was read as GB18030 ("銆併倵")
     kind=".html", parts=[("、\u3097", "0 ")], ascii_bodies=["0"] * 4, shape=(SIZE, OVERLAP)
 )
+@example(  # found in CI: PDF pages of the same few words lost them as "running heads"
+    kind=".pdf", parts=[("0", "0 ")] * 3, ascii_bodies=["0", "0 0", "0 0", "0"], shape=(200, 30)
+)
+@example(kind=".pdf", parts=[("0", "0 ")] * 2, ascii_bodies=["0"] * 4, shape=(200, 30))
 @given(
     kind=st.sampled_from(KINDS),
     parts=st.lists(st.tuples(TITLE, BODY), min_size=1, max_size=4),
