@@ -149,6 +149,8 @@ def test_japanese_interface_from_the_language_switch(page):
     app.sidebar.radio(key="language_switch").set_value("ja").run()
     assert app.chat_input[0].placeholder == STRINGS["ask"]["ja"]
     assert any(b.label == STRINGS["new_chat"]["ja"] for b in app.sidebar.button)
+    signed_in = [c.value for c in app.sidebar.caption if STRINGS["signed_in_as"]["ja"] in c.value]
+    assert signed_in == [f"{STRINGS['signed_in_as']['ja']} {STRINGS['local_user']['ja']}"]
 
 
 def test_every_string_has_both_languages():

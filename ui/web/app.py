@@ -15,7 +15,7 @@ from assistant.embedder import Embedder, local_options
 from assistant.retrieval import Searcher
 from assistant.settings import Settings
 from ui.web import admin, audit_page, chat, mine_page, tokens_page
-from ui.web.auth import User, current_user
+from ui.web.auth import LOCAL_USER, User, current_user
 from ui.web.chat import plain
 from ui.web.i18n import language_switch, t
 
@@ -57,7 +57,8 @@ def sign_in(settings: Settings) -> None:
 def sidebar(settings: Settings, user: User, history: History) -> None:
     state = st.session_state
     with st.sidebar:
-        st.caption(plain(f"{t('signed_in_as')} {user.name}"))
+        name = t("local_user") if user.id == LOCAL_USER else user.name  # single mode
+        st.caption(plain(f"{t('signed_in_as')} {name}"))
         if settings.auth_mode == "oidc" and st.button(t("sign_out")):
             st.logout()
         language_switch()

@@ -21,6 +21,8 @@ import streamlit as st
 from assistant.settings import Settings
 from ui.identity import User, header_user, oidc_user, trusted_proxy
 
+LOCAL_USER = "local"  # the one user of single mode (its name is shown translated)
+
 __all__ = ["User", "current_user", "header_user", "oidc_user", "trusted_proxy"]
 
 
@@ -29,7 +31,7 @@ def current_user(settings: Settings) -> User | None:
     refuse them (header mode from an untrusted address or without a user header)."""
     if settings.auth_mode == "single":
         # the local user reads their own uploads (My documents) as anyone reads theirs
-        return User("local", "local user", (*settings.default_groups, "user:local"), True)
+        return User(LOCAL_USER, "local user", (*settings.default_groups, "user:local"), True)
     if settings.auth_mode == "header":
         headers = st.context.headers
         return header_user(

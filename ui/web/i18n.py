@@ -33,6 +33,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "ja": "元のファイルは現在利用できません。",
     },
     "signed_in_as": {"en": "Signed in as", "ja": "ログイン中："},
+    "local_user": {"en": "local user", "ja": "ローカルユーザー"},
     "sign_in": {"en": "Sign in", "ja": "ログイン"},
     "sign_out": {"en": "Sign out", "ja": "ログアウト"},
     "sign_in_needed": {
