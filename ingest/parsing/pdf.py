@@ -55,27 +55,27 @@ def strip_running_lines(texts: dict[int, str]) -> dict[int, str]:
     or footer printed on every page): a line among the first or last `EDGE_LINES` of a
     page that stands there on at least half the pages (and two at least), `_running`.
     A page is never emptied by it; a one-page PDF keeps everything."""
+    pages = {n: text.splitlines() for n, text in texts.items()}
+    edges: dict[int, set[int]] = {}  # page: the indices of its edge lines
     found: dict[str, dict[int, str]] = {}
-    for n, text in texts.items():
-        lines = [line for line in text.splitlines() if line.strip()]
-        for line in lines[:EDGE_LINES] + lines[-EDGE_LINES:]:
-            found.setdefault(_furniture_key(line), {}).setdefault(n, line)
+    for n, lines in pages.items():
+        filled = [i for i, line in enumerate(lines) if line.strip()]
+        edges[n] = set(filled[:EDGE_LINES] + filled[-EDGE_LINES:])
+        for i in sorted(edges[n]):
+            found.setdefault(_furniture_key(lines[i]), {}).setdefault(n, lines[i])
     needed = max(2, (len(texts) + 1) // 2)
     running = {key for key, lines in found.items() if len(lines) >= needed and _running(lines)}
     if not running:
         return texts
     out = {}
-    for n, text in texts.items():
-        lines = text.splitlines()
-        filled = [i for i, line in enumerate(lines) if line.strip()]
-        edge = set(filled[:EDGE_LINES] + filled[-EDGE_LINES:])
+    for n, lines in pages.items():
         kept = [
             line
             for i, line in enumerate(lines)
-            if i not in edge or _furniture_key(line) not in running
+            if i not in edges[n] or _furniture_key(line) not in running
         ]
         body = "\n".join(kept).strip()
-        out[n] = body or text  # all of it at the edges: nothing to tell furniture by
+        out[n] = body or texts[n]  # all of it at the edges: nothing to tell furniture by
     return out
 
 
